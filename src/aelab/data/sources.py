@@ -1,0 +1,115 @@
+"""Reading user data from files, and writing tables of results.
+
+``load`` turns a path into one of two in-memory forms: a pandas DataFrame (CSV,
+Parquet, NPY, NPZ) or a list of :class:`ImageRecord` (image files and folders).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from ..errors import InvalidDataError, InvalidParameterError
+from ..io_utils import atomic_path
+from .images import ImageRecord, is_image_path, list_images, read_image, read_images
+
+TABLE_EXTENSIONS = (".csv", ".parquet", ".pq", ".npy", ".npz")
+OUTPUT_EXTENSIONS = (".parquet", ".pq", ".csv", ".npy")
+
+
+def load(
+    path: str | Path, progress: bool = False
+) -> pd.DataFrame | np.ndarray | list[ImageRecord]:
+    """Read a data file or folder.
+
+    Returns:
+        A DataFrame for CSV and Parquet, an ndarray for NPY and NPZ, and a list of
+        image records for an image file or a folder of images.
+
+    Raises:
+        InvalidDataError: The path is missing, of an unknown type, or unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidDataError(f"data path {str(path)!r} not found")
+    if path.is_dir():
+        if any(p.suffix.lower() in (".parquet", ".pq") for p in path.iterdir()):
+            return _read_parquet(path)
+        return read_images(list_images(path), progress=progress)
+    ext = path.suffix.lower()
+    if is_image_path(path):
+        return [read_image(path)]
+    if ext == ".csv":
+        return _read_csv(path)
+    if ext in (".parquet", ".pq"):
+        return _read_parquet(path)
+    if ext in (".npy", ".npz"):
+        return _read_numpy(path)
+    raise InvalidDataError(
+        f"unsupported file type {ext or '(none)'!r} for {str(path)!r}; aelab reads "
+        f"{', '.join(TABLE_EXTENSIONS)}, image files and folders of images"
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        table = pa_csv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataError(f"cannot read CSV {str(path)!r}: {err}") from err
+    return table.to_pandas()
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataError(f"cannot read Parquet {str(path)!r}: {err}") from err
+    return table.to_pandas()
+
+
+def _read_numpy(path: Path) -> np.ndarray:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InvalidDataError(
+            f"cannot read {str(path)!r}: {err}. aelab reads numeric arrays only "
+            "(no pickled objects)"
+        ) from err
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        keys = list(data.keys())
+        key = "X" if "X" in keys else keys[0] if len(keys) == 1 else None
+        if key is None:
+            raise InvalidDataError(
+                f"{str(path)!r} holds arrays {keys}; name the data array 'X' or save "
+                "only one array"
+            )
+        return data[key]
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write a table by extension (.parquet, .csv or .npy), atomically.
+
+    NPY files hold only numbers, so text columns such as identifiers are left out.
+    """
+    ext = path.suffix.lower()
+    if ext not in OUTPUT_EXTENSIONS:
+        raise InvalidParameterError(
+            f"unsupported output type {ext or '(none)'!r} for {str(path)!r}; use "
+            f"{', '.join(OUTPUT_EXTENSIONS)}"
+        )
+    with atomic_path(path) as tmp:
+        if ext == ".npy":
+            numeric = frame.select_dtypes("number")
+            with open(tmp, "wb") as f:
+                np.save(f, numeric.to_numpy())
+        elif ext == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)

@@ -1,0 +1,526 @@
+"""The scikit-learn style estimator: ``AutoEncoder``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .data import ImagePreprocessor, ImageRecord, Preprocessor, TablePreprocessor, load
+from .data.images import array_to_records
+from .data.tables import SCALINGS, array_to_frame
+from .errors import InvalidDataError, InvalidParameterError, NotFittedError
+from .models import Autoencoder, ConvAutoencoder, DenseAutoencoder
+from .training import LOSSES, Noise, TrainConfig, Trainer, reconstruction_error
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("auto", "dense", "conv")
+PREDICT_BATCH_SIZE = 1024
+Data = pd.DataFrame | np.ndarray | list[ImageRecord] | str | os.PathLike[str]
+
+
+@dataclass
+class _Input:
+    """User data brought into one of the two forms the preprocessors read."""
+
+    data: pd.DataFrame | list[ImageRecord]
+    from_array: bool = False
+    dtype: str = "float32"  # dtype of an input array, restored on output
+    ndim: int = 2  # ndim of an input array, restored on output
+
+
+class AutoEncoder(TransformerMixin, BaseEstimator):
+    """An autoencoder for tables and images with the scikit-learn interface.
+
+    ``fit`` learns the preprocessing (scaling, imputation, one-hot categories, image
+    size and channels) from the training data and trains the network; every later
+    call applies the same preprocessing. Inputs can be a DataFrame, a 2-D array of
+    rows, an image array (N, H, W) or (N, H, W, C) with channels last, a list of
+    :class:`~aelab.data.ImageRecord`, or a path to a CSV, Parquet, NPY or NPZ file,
+    an image file or a folder of images.
+
+    Args:
+        kind: "dense" (an MLP), "conv" (convolutional, images only) or "auto"
+            (conv for images, dense for tables).
+        latent_dim: Size of the code, the length of each embedding.
+        hidden_dims: Widths of the dense hidden layers. A dense model uses all of
+            them (default (256, 128)); a conv model uses the last as the width of
+            the dense layer after its convolutions (default 256).
+        variational: Train a variational autoencoder with a Gaussian posterior.
+        beta: Weight of the KL term for variational models.
+        noise: Input corruption for denoising training, "KIND:AMOUNT" with KIND
+            gaussian, salt_pepper or mask (see :class:`aelab.training.Noise`).
+        loss: Reconstruction loss: "mse", "l1" or "bce" (inputs in [0, 1] only).
+        epochs: Maximum number of passes over the training rows.
+        batch_size: Samples per optimiser step.
+        learning_rate: Adam's step size.
+        weight_decay: Adam's L2 penalty.
+        validation_fraction: Share of the rows held out for early stopping and
+            for choosing the best epoch; 0 trains on all rows.
+        patience: Stop after this many epochs without a lower validation loss;
+            None trains for all epochs.
+        scaling: Table column scaling: "standard", "minmax" or "none".
+        max_categories: Most distinct values a text column may have before it is
+            rejected as free text.
+        image_size: (height, width) to resize images to; by default all training
+            images must share one size.
+        random_state: Seed for weights, the split, shuffling and noise. A fixed
+            seed gives identical weights on the same machine and software.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        verbose: 0 is silent; 1 shows progress bars on stderr.
+        checkpoint_dir: Folder for a checkpoint after every epoch; ``fit(X,
+            resume=True)`` continues from it.
+
+    Attributes:
+        model_: The trained :class:`~aelab.models.Autoencoder` (a torch module).
+        preprocessor_: The fitted table or image preprocessor.
+        history_: One dict per epoch with its training and validation loss terms.
+        best_epoch_: The epoch whose weights the model keeps.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["auto", "dense", "conv"] = "auto",
+        latent_dim: int = 8,
+        hidden_dims: Sequence[int] | None = None,
+        variational: bool = False,
+        beta: float = 1.0,
+        noise: str | None = None,
+        loss: Literal["mse", "l1", "bce"] = "mse",
+        epochs: int = 100,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        scaling: Literal["standard", "minmax", "none"] = "standard",
+        max_categories: int = 50,
+        image_size: tuple[int, int] | None = None,
+        random_state: int | None = None,
+        device: str = "auto",
+        verbose: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.variational = variational
+        self.beta = beta
+        self.noise = noise
+        self.loss = loss
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.scaling = scaling
+        self.max_categories = max_categories
+        self.image_size = image_size
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+
+    # ---- training ------------------------------------------------------------
+
+    def fit(self, X: Data, y: Any = None, resume: bool = False) -> AutoEncoder:
+        """Learn the preprocessing and train the network on X.
+
+        Args:
+            X: Training data in any supported form (see the class docstring).
+            y: Ignored; present for scikit-learn pipelines.
+            resume: Continue from the checkpoint in ``checkpoint_dir``.
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            InvalidParameterError: A parameter is out of range.
+            InvalidDataError: The data cannot be used as given.
+            NonFiniteLossError: The loss diverged; the model keeps the weights of
+                the last finished epoch.
+        """
+        self._validate_params()
+        if resume and self.checkpoint_dir is None:
+            raise InvalidParameterError("resume=True needs checkpoint_dir to be set")
+        given = self._read(X)
+        self.preprocessor_ = self._make_preprocessor(given)
+        matrix = self._to_matrix(given.data)
+        self._check_loss_range(matrix)
+
+        self.seed_ = self._resolve_seed()
+        self.device_ = self._resolve_device()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_)
+            self.model_ = self._build_model(matrix).to(self.device_)
+        trainer = Trainer(
+            self.model_,
+            self._train_config(),
+            self.device_,
+            progress=self.verbose > 0,
+            checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
+        )
+        x = torch.from_numpy(self._model_input(matrix))
+        try:
+            trainer.fit(x, resume=resume)
+        finally:
+            # Also on a diverged loss: the model then keeps its last good weights.
+            self.history_ = list(trainer.state.history)
+            self.best_epoch_ = trainer.state.best_epoch
+            self.stopped_early_ = trainer.state.stopped_early
+            self.model_.eval()
+        return self
+
+    def _validate_params(self) -> None:
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise InvalidParameterError(f"{name} must be {allowed}, got {value!r}")
+
+        def is_int(value: Any, low: int) -> bool:
+            return (
+                isinstance(value, int | np.integer)
+                and not isinstance(value, bool)
+                and value >= low
+            )
+
+        check("kind", self.kind in KINDS, f"one of {KINDS}")
+        check("latent_dim", is_int(self.latent_dim, 1), "a positive integer")
+        check("epochs", is_int(self.epochs, 1), "a positive integer")
+        check("batch_size", is_int(self.batch_size, 1), "a positive integer")
+        check("learning_rate", _positive(self.learning_rate), "a positive number")
+        check("weight_decay", _positive(self.weight_decay, 0.0), "a number >= 0")
+        check("beta", _positive(self.beta, 0.0), "a number >= 0")
+        check(
+            "validation_fraction",
+            _positive(self.validation_fraction, 0.0) and self.validation_fraction < 1,
+            "in [0, 1)",
+        )
+        check(
+            "patience",
+            self.patience is None or is_int(self.patience, 1),
+            "None or a positive integer",
+        )
+        check("loss", self.loss in LOSSES, f"one of {LOSSES}")
+        check("scaling", self.scaling in SCALINGS, f"one of {SCALINGS}")
+        check("max_categories", is_int(self.max_categories, 1), "a positive integer")
+        check(
+            "hidden_dims",
+            self.hidden_dims is None
+            or (
+                len(self.hidden_dims) > 0
+                and all(is_int(h, 1) for h in self.hidden_dims)
+            ),
+            "None or a non-empty list of positive integers",
+        )
+        check(
+            "image_size",
+            self.image_size is None
+            or (
+                len(self.image_size) == 2 and all(is_int(s, 1) for s in self.image_size)
+            ),
+            "None or (height, width) in pixels",
+        )
+        if self.noise is not None:
+            Noise.parse(self.noise)
+
+    def _resolve_seed(self) -> int:
+        if self.random_state is None:
+            return int(np.random.default_rng().integers(2**31 - 1))
+        return int(self.random_state)
+
+    def _resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise InvalidParameterError(
+                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}"
+            ) from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidParameterError(
+                f"device={self.device!r} but CUDA is not available on this machine; "
+                "use device='cpu' or 'auto'"
+            )
+        return device
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=float(self.learning_rate),
+            weight_decay=float(self.weight_decay),
+            validation_fraction=float(self.validation_fraction),
+            patience=self.patience,
+            loss=self.loss,
+            beta=float(self.beta),
+            noise=self.noise,
+            seed=self.seed_,
+        )
+
+    def _make_preprocessor(self, given: _Input) -> Preprocessor:
+        data, from_array = given.data, given.from_array
+        if isinstance(data, pd.DataFrame):
+            if self.kind == "conv":
+                raise InvalidParameterError(
+                    f"kind='conv' needs images, but got a table with {data.shape[1]} "
+                    "columns; use kind='dense' (or 'auto') for tables"
+                )
+            table = TablePreprocessor(self.scaling, self.max_categories)
+            return table.fit(data, from_array=from_array)
+        size = tuple(int(s) for s in self.image_size) if self.image_size else None
+        images = ImagePreprocessor(size).fit(data, from_array=from_array)
+        images.array_dtype = given.dtype
+        return images
+
+    def _build_model(self, matrix: np.ndarray) -> Autoencoder:
+        unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
+        images = isinstance(self.preprocessor_, ImagePreprocessor)
+        activation = (
+            "sigmoid" if self.loss == "bce" or (images and unit) else "identity"
+        )
+        if images and self.kind in ("auto", "conv"):
+            channels, height, width = self.preprocessor_.shape
+            hidden = self.hidden_dims[-1] if self.hidden_dims else 256
+            return ConvAutoencoder(
+                channels,
+                height,
+                width,
+                self.latent_dim,
+                hidden_dim=int(hidden),
+                variational=self.variational,
+                output_activation=activation,
+            )
+        return DenseAutoencoder(
+            int(np.prod(matrix.shape[1:])),
+            self.latent_dim,
+            hidden_dims=tuple(self.hidden_dims or (256, 128)),
+            variational=self.variational,
+            output_activation=activation,
+        )
+
+    def _check_loss_range(self, matrix: np.ndarray) -> None:
+        if self.loss != "bce":
+            return
+        low, high = float(matrix.min()), float(matrix.max())
+        if low >= 0.0 and high <= 1.0:
+            return
+        if isinstance(self.preprocessor_, ImagePreprocessor):
+            fix = "divide the pixels by their maximum (255 for 8-bit) or pass uint8"
+        else:
+            fix = "use scaling='minmax'"
+        raise InvalidParameterError(
+            f"loss='bce' needs every value in [0, 1], but the data spans "
+            f"[{low:g}, {high:g}]; {fix}, or choose loss='mse'"
+        )
+
+    # ---- data conversion -----------------------------------------------------
+
+    def _read(self, X: Data) -> _Input:
+        """Bring any supported input into a DataFrame or a list of image records."""
+        if isinstance(X, str | os.PathLike):
+            X = load(X, progress=self.verbose > 0)
+        if isinstance(X, pd.DataFrame):
+            return _Input(X)
+        if isinstance(X, list) and X and all(isinstance(r, ImageRecord) for r in X):
+            return _Input(X)
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        array = np.asarray(X)
+        if array.ndim == 1:
+            raise InvalidDataError(
+                f"expected a 2-D array of rows or an image array, got a 1-D array of "
+                f"shape {array.shape}; use X.reshape(-1, 1) for one feature or "
+                "X.reshape(1, -1) for one sample"
+            )
+        if array.ndim == 2:
+            return _Input(array_to_frame(array), True, str(array.dtype), 2)
+        return _Input(array_to_records(array), True, str(array.dtype), array.ndim)
+
+    def _to_matrix(self, data: pd.DataFrame | list[ImageRecord]) -> np.ndarray:
+        pre = self.preprocessor_
+        if isinstance(pre, TablePreprocessor):
+            if not isinstance(data, pd.DataFrame):
+                raise InvalidDataError(
+                    "this model was trained on a table, but got images; pass rows "
+                    f"with the columns {pre.input_names[:5]}..."
+                )
+            return pre.transform(data)
+        if isinstance(data, pd.DataFrame):
+            raise InvalidDataError(
+                f"this model was trained on {pre.height}x{pre.width} images with "
+                f"{pre.channels} channels, but got a table; pass images"
+            )
+        return pre.transform(data)
+
+    def _model_input(self, matrix: np.ndarray) -> np.ndarray:
+        if isinstance(self.model_, DenseAutoencoder):
+            return matrix.reshape(len(matrix), -1)  # (N, C, H, W) -> (N, C*H*W)
+        return matrix
+
+    def _from_model_output(self, x_hat: np.ndarray, like: _Input | None) -> Any:
+        """Convert model-space outputs to the form of ``like``.
+
+        Without ``like`` (decoding codes), the output takes the training data's
+        form: a DataFrame or row array for tables, an image array for images.
+        """
+        pre = self.preprocessor_
+        as_array = like.from_array if like is not None else pre.from_array
+        if isinstance(pre, TablePreprocessor):
+            frame = pre.inverse_transform(x_hat)
+            return frame.to_numpy(dtype=np.float64) if as_array else frame
+        x_hat = x_hat.reshape(len(x_hat), *pre.shape)  # (N, C, H, W)
+        templates = like.data if like is not None else None
+        records = pre.inverse_transform(x_hat, templates)  # type: ignore[arg-type]
+        if like is not None and not as_array:
+            return records
+        pixels = np.stack([r.pixels for r in records])  # (N, H, W, C)
+        squeeze = like.ndim == 3 if like is not None else pixels.shape[-1] == 1
+        if squeeze:
+            pixels = pixels[..., 0]  # (N, H, W, 1) -> (N, H, W)
+        return _restore_dtype(pixels, like.dtype if like else pre.array_dtype)
+
+    # ---- inference -----------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "this AutoEncoder is not fitted yet; call fit(X) or "
+                "AutoEncoder.load(path) first"
+            )
+
+    def _batches(self, x: np.ndarray, fn: Any) -> np.ndarray:
+        self.model_.eval()
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(x), PREDICT_BATCH_SIZE):
+                batch = torch.from_numpy(x[start : start + PREDICT_BATCH_SIZE])
+                outputs.append(fn(batch.to(self.device_)).cpu().numpy())
+        return np.concatenate(outputs) if outputs else np.empty((0,))
+
+    def _prepare(self, X: Data) -> tuple[np.ndarray, _Input]:
+        self._check_fitted()
+        given = self._read(X)
+        return self._model_input(self._to_matrix(given.data)), given
+
+    def transform(self, X: Data) -> np.ndarray:
+        """Encode X into embeddings of shape (N, latent_dim), float32.
+
+        For variational models the embedding is the posterior mean.
+        """
+        x, _ = self._prepare(X)
+        return self._batches(x, self.model_.encode)
+
+    def inverse_transform(self, Z: np.ndarray) -> Any:
+        """Decode embeddings of shape (N, latent_dim) back to data.
+
+        Returns:
+            A DataFrame or row array for table models (as trained), an image array
+            (N, H, W[, C]) for image models.
+        """
+        self._check_fitted()
+        z = np.asarray(Z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.model_.latent_dim:
+            raise InvalidDataError(
+                f"expected codes of shape (N, {self.model_.latent_dim}), got {z.shape}"
+            )
+        return self._from_model_output(self._batches(z, self.model_.decode), None)
+
+    def reconstruct(self, X: Data) -> Any:
+        """Encode and decode X, returning it in the form it came in."""
+        x, data = self._prepare(X)
+        x_hat = self._batches(x, lambda b: self.model_(b).x_hat)
+        return self._from_model_output(x_hat, data)
+
+    def reconstruction_error(self, X: Data) -> np.ndarray:
+        """Return each sample's reconstruction loss, averaged over its features.
+
+        The loss is the one used in training (MSE, L1 or BCE), computed on the
+        preprocessed values. Higher means worse reconstructed.
+        """
+        x, _ = self._prepare(X)
+        width = int(np.prod(x.shape[1:]))
+
+        def per_sample(batch: torch.Tensor) -> torch.Tensor:
+            return reconstruction_error(self.model_(batch), batch, self.loss) / width
+
+        return self._batches(x, per_sample).astype(np.float64)
+
+    def score_samples(self, X: Data) -> np.ndarray:
+        """Return the negative reconstruction error per sample.
+
+        This follows scikit-learn's convention that a higher score means more
+        normal; use :meth:`reconstruction_error` for the error itself.
+        """
+        return -self.reconstruction_error(X)
+
+    def score(self, X: Data, y: Any = None) -> float:
+        """Return the mean of :meth:`score_samples`, so higher is better."""
+        return float(self.score_samples(X).mean())
+
+    def sample(self, n_samples: int = 1, random_state: int | None = None) -> Any:
+        """Draw new data from a variational model by decoding z ~ N(0, I)."""
+        self._check_fitted()
+        if not self.model_.variational:
+            raise InvalidParameterError(
+                "sample() needs a variational model; fit with variational=True"
+            )
+        generator = torch.Generator().manual_seed(
+            int(np.random.default_rng(random_state).integers(2**31 - 1))
+        )
+        z = torch.randn(n_samples, self.model_.latent_dim, generator=generator)
+        return self.inverse_transform(z.numpy())
+
+    def interpolate(self, a: Data, b: Data, steps: int = 8) -> Any:
+        """Decode ``steps`` evenly spaced points between the codes of a and b.
+
+        a and b each hold one sample, in any form ``transform`` accepts.
+        """
+        za, zb = self.transform(a), self.transform(b)
+        if len(za) != 1 or len(zb) != 1:
+            raise InvalidDataError(
+                f"interpolate() takes one sample each, got {len(za)} and {len(zb)}"
+            )
+        weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.inverse_transform((1 - weights) * za + weights * zb)
+
+    # ---- saving --------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save the model as a folder with model.safetensors and config.json."""
+        from .serialization import save_model
+
+        return save_model(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "auto") -> AutoEncoder:
+        """Load a model saved by :meth:`save`; never unpickles anything."""
+        from .serialization import load_model
+
+        return load_model(Path(path), device=device)
+
+
+def _positive(value: Any, low: float | None = None) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return False
+    value = float(value)
+    return bool(np.isfinite(value) and (value > 0 if low is None else value >= low))
+
+
+def _restore_dtype(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        return np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    if dtype == "uint16":
+        return np.rint(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
+    return pixels.astype(np.float32)

@@ -1,0 +1,55 @@
+"""File-system helpers: atomic writes and output-path checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import InvalidParameterError
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` and move it there on success.
+
+    The caller writes a file or a folder at the yielded path. If the block raises,
+    the temporary path is removed and ``target`` is left as it was, so a failed or
+    interrupted write never leaves a half-written output.
+    """
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    shutil.rmtree(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Return ``path`` as a Path after checking that its folder exists.
+
+    Raises:
+        InvalidParameterError: The parent folder is missing or is not a folder.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidParameterError(
+            f"the folder of the {what} path {str(path)!r} does not exist; create it "
+            f"first (mkdir -p {parent}) or choose another path"
+        )
+    return path

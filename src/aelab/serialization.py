@@ -1,0 +1,187 @@
+"""Model folders: ``model.safetensors`` (weights) and ``config.json`` (all else).
+
+config.json holds the format name and version, the aelab and torch versions that
+wrote it, the estimator's parameters, the architecture, the fitted preprocessing
+(input schema and statistics), and the training history. Loading reads JSON and
+safetensors only, so it never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._version import __version__
+from .data import preprocessor_from_config
+from .errors import InvalidParameterError, ModelFormatError
+from .io_utils import atomic_path, check_output_path
+from .models import build_model
+
+FORMAT = "aelab-model"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+def save_model(estimator: Any, path: Path) -> Path:
+    """Write a fitted estimator to the folder ``path``, atomically.
+
+    An existing aelab model folder at ``path`` is replaced; any other existing file
+    or folder is left alone and an error is raised.
+    """
+    estimator._check_fitted()
+    check_output_path(path, "model")
+    if path.exists() and not _is_model_folder(path):
+        raise InvalidParameterError(
+            f"{str(path)!r} exists and is not an aelab model folder; choose another "
+            "path (aelab only replaces its own model folders)"
+        )
+    params = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in estimator.get_params().items()
+    }
+    params["checkpoint_dir"] = (
+        str(params["checkpoint_dir"]) if params["checkpoint_dir"] else None
+    )
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "aelab_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": params,
+        "model": estimator.model_.to_config(),
+        "preprocessing": estimator.preprocessor_.to_config(),
+        "training": {
+            "seed": estimator.seed_,
+            "device": str(estimator.device_),
+            "best_epoch": estimator.best_epoch_,
+            "stopped_early": estimator.stopped_early_,
+            "history": estimator.history_,
+        },
+    }
+    weights = {
+        k: v.detach().cpu().contiguous()
+        for k, v in estimator.model_.state_dict().items()
+    }
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    return path
+
+
+def _is_model_folder(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read and check a model folder's config.json.
+
+    Raises:
+        ModelFormatError: The path is not an aelab model, or its format version is
+            newer than this aelab reads.
+    """
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise ModelFormatError(
+            f"{str(path)!r} is not an aelab model: a model is a folder holding "
+            f"{CONFIG} and {WEIGHTS}, as written by 'aelab fit' or AutoEncoder.save()"
+        )
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(path / CONFIG)!r}: {err}; the model is damaged, "
+            "save or train it again"
+        ) from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFormatError(
+            f"{str(path / CONFIG)!r} is not an aelab model config (missing "
+            f"'format': '{FORMAT}')"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"model {str(path)!r} has format version {version!r}, written by aelab "
+            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
+        )
+    return config
+
+
+def load_model(path: Path, device: str = "auto") -> Any:
+    """Rebuild a fitted estimator from a model folder, on ``device``."""
+    from .estimator import AutoEncoder
+
+    config = read_config(path)
+    try:
+        params = dict(config["params"])
+        for key in ("hidden_dims", "image_size"):
+            if params.get(key) is not None:
+                params[key] = tuple(params[key])
+        params["device"] = device
+        estimator = AutoEncoder(**params)
+        model = build_model(config["model"])
+        preprocessor = preprocessor_from_config(config["preprocessing"])
+        training = config["training"]
+    except (KeyError, TypeError) as err:
+        raise ModelFormatError(
+            f"model config {str(path / CONFIG)!r} is incomplete or invalid ({err!r}); "
+            "save or train the model again"
+        ) from err
+
+    try:
+        weights = load_file(str(path / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise ModelFormatError(
+            f"cannot read weights {str(path / WEIGHTS)!r}: {err}; the file is "
+            "damaged, save or train the model again"
+        ) from err
+    _load_weights(model, weights, path)
+
+    estimator.device_ = estimator._resolve_device()
+    estimator.model_ = model.to(estimator.device_).eval()
+    estimator.preprocessor_ = preprocessor
+    estimator.seed_ = training["seed"]
+    estimator.best_epoch_ = training["best_epoch"]
+    estimator.stopped_early_ = training["stopped_early"]
+    estimator.history_ = training["history"]
+    return estimator
+
+
+def _load_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{label}: {items[:3]}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch (file vs config)", wrong),
+            )
+            if items
+        )
+        raise ModelFormatError(
+            f"the weights in {str(path / WEIGHTS)!r} do not match its config "
+            f"({details}); the folder mixes files from different models, train or "
+            "save it again"
+        )
+    model.load_state_dict(weights)
