@@ -85,6 +85,8 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         preprocessor_: The fitted table or image preprocessor.
         history_: One dict per epoch with its training and validation loss terms.
         best_epoch_: The epoch whose weights the model keeps.
+        metadata_: Free-form JSON-serialisable notes saved with the model; the
+            command line stores its identifier and dropped columns here.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         if resume and self.checkpoint_dir is None:
             raise InvalidParameterError("resume=True needs checkpoint_dir to be set")
         given = self._read(X)
+        self.metadata_: dict[str, Any] = {}
         self.preprocessor_ = self._make_preprocessor(given)
         matrix = self._to_matrix(given.data)
         self._check_loss_range(matrix)

@@ -37,12 +37,7 @@ def save_model(estimator: Any, path: Path) -> Path:
     or folder is left alone and an error is raised.
     """
     estimator._check_fitted()
-    check_output_path(path, "model")
-    if path.exists() and not _is_model_folder(path):
-        raise InvalidParameterError(
-            f"{str(path)!r} exists and is not an aelab model folder; choose another "
-            "path (aelab only replaces its own model folders)"
-        )
+    check_model_path(path)
     params = {
         k: list(v) if isinstance(v, tuple) else v
         for k, v in estimator.get_params().items()
@@ -67,6 +62,7 @@ def save_model(estimator: Any, path: Path) -> Path:
             "stopped_early": estimator.stopped_early_,
             "history": estimator.history_,
         },
+        "metadata": getattr(estimator, "metadata_", {}),
     }
     weights = {
         k: v.detach().cpu().contiguous()
@@ -77,6 +73,21 @@ def save_model(estimator: Any, path: Path) -> Path:
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return path
+
+
+def check_model_path(path: Path) -> None:
+    """Check that a model can be written at ``path`` without harming other files.
+
+    Raises:
+        InvalidParameterError: The parent folder is missing, or ``path`` exists and
+            is not an aelab model folder.
+    """
+    check_output_path(path, "model")
+    if path.exists() and not _is_model_folder(path):
+        raise InvalidParameterError(
+            f"{str(path)!r} exists and is not an aelab model folder; choose another "
+            "path (aelab only replaces its own model folders)"
+        )
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -157,6 +168,7 @@ def load_model(path: Path, device: str = "auto") -> Any:
     estimator.best_epoch_ = training["best_epoch"]
     estimator.stopped_early_ = training["stopped_early"]
     estimator.history_ = training["history"]
+    estimator.metadata_ = config.get("metadata", {})
     return estimator
 
 

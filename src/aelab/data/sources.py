@@ -6,6 +6,9 @@ Parquet, NPY, NPZ) or a list of :class:`ImageRecord` (image files and folders).
 
 from __future__ import annotations
 
+import csv
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from ..errors import InvalidDataError, InvalidParameterError
+from ..errors import DataConversionWarning, InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path
 from .images import ImageRecord, is_image_path, list_images, read_image, read_images
 
@@ -57,11 +60,53 @@ def load(
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV file, tolerating a preamble line and a missing header row.
+
+    A first line whose field count differs from the rows below it (scikit-learn's
+    bundled CSVs start with "n_samples,n_features,names...") is skipped with a
+    warning. A first row made only of numbers is data, and the columns are named
+    x0, x1, ...
+    """
+    skip, names = _csv_layout(path)
+    options = pa_csv.ReadOptions(skip_rows=skip, column_names=names)
     try:
-        table = pa_csv.read_csv(path)
+        table = pa_csv.read_csv(path, read_options=options)
     except (pa.ArrowInvalid, OSError) as err:
         raise InvalidDataError(f"cannot read CSV {str(path)!r}: {err}") from err
     return table.to_pandas()
+
+
+def _csv_layout(path: Path, probe_rows: int = 20) -> tuple[int, list[str] | None]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [row for _, row in zip(range(probe_rows + 1), csv.reader(f))]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InvalidDataError(f"cannot read CSV {str(path)!r}: {err}") from err
+    rows = [row for row in rows if row]
+    if len(rows) < 2:
+        return 0, None
+    widths = Counter(len(row) for row in rows[1:])
+    width = widths.most_common(1)[0][0]
+    skip = 0
+    if len(rows[0]) != width:
+        warnings.warn(
+            f"skipped the first line of {path.name!r}: it has {len(rows[0])} fields "
+            f"but the rows below have {width}",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        skip = 1
+    if all(_is_number(field) for field in rows[skip]):
+        return skip, [f"x{i}" for i in range(width)]
+    return skip, None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""The ``aelab`` command line: one module per subcommand."""

@@ -1,0 +1,125 @@
+"""Helpers shared by subcommands: reading inputs and writing outputs."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data import ImageRecord, load
+from ..errors import InvalidDataError, InvalidParameterError
+from ..estimator import AutoEncoder
+
+
+@dataclass
+class Inputs:
+    """Data read for a command, with the identifiers to carry into outputs."""
+
+    data: pd.DataFrame | np.ndarray | list[ImageRecord]
+    ids: list[Any] | None
+    id_name: str | None
+
+
+def read_inputs(
+    path: str,
+    progress: bool,
+    id_column: str | None = None,
+    drop: list[str] | None = None,
+) -> Inputs:
+    """Load a data path, splitting off the id column and dropping columns."""
+    data = load(path, progress=progress)
+    if isinstance(data, list):
+        return Inputs(data, [record.name for record in data], "file")
+    if isinstance(data, np.ndarray):
+        if id_column or drop:
+            raise InvalidParameterError(
+                f"{path!r} is an array without column names, so --id-column and "
+                "--drop do not apply; save it as CSV or Parquet to name columns"
+            )
+        return Inputs(data, None, None)
+    names = [str(c) for c in data.columns]
+    for name in [id_column] * bool(id_column) + list(drop or []):
+        if name not in names:
+            raise InvalidDataError(
+                f"column {name!r} not found in {path!r}; its columns are "
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+            )
+    ids = data.pop(id_column).tolist() if id_column else None
+    if drop:
+        data = data.drop(columns=drop)
+    return Inputs(data, ids, id_column)
+
+
+def inputs_for_model(
+    estimator: AutoEncoder, path: str, progress: bool, id_column: str | None
+) -> Inputs:
+    """Read data for a trained model, dropping the columns it was trained without.
+
+    The id column defaults to the one given at ``aelab fit`` when the data has it.
+    """
+    metadata = getattr(estimator, "metadata_", {}) or {}
+    raw = load(path, progress=progress)
+    columns = [str(c) for c in raw.columns] if isinstance(raw, pd.DataFrame) else []
+    if id_column is None and metadata.get("id_column") in columns:
+        id_column = metadata["id_column"]
+    drop = [c for c in metadata.get("dropped_columns", []) if c in columns]
+    return read_inputs_from(raw, path, id_column, drop)
+
+
+def read_inputs_from(
+    raw: Any, path: str, id_column: str | None, drop: list[str]
+) -> Inputs:
+    if isinstance(raw, pd.DataFrame):
+        names = [str(c) for c in raw.columns]
+        if id_column and id_column not in names:
+            raise InvalidDataError(
+                f"column {id_column!r} not found in {path!r}; its columns are "
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+            )
+        frame = raw.drop(columns=drop)
+        ids = frame.pop(id_column).tolist() if id_column else None
+        return Inputs(frame, ids, id_column)
+    if isinstance(raw, list):
+        return Inputs(raw, [record.name for record in raw], "file")
+    return Inputs(raw, None, None)
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """Parse "HxW" (for example "64x48") into (height, width)."""
+    if text is None:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit()) or "0" in (height, width):
+        raise InvalidParameterError(
+            f"invalid --image-size {text!r}; expected HEIGHTxWIDTH in pixels, for "
+            "example 64x48"
+        )
+    return int(height), int(width)
+
+
+def parse_int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise InvalidParameterError(
+            f"invalid {option} {text!r}; expected positive integers separated by "
+            "commas, for example 256,128"
+        )
+    return values
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model folder from 'aelab fit'")
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    """Print a one-line summary on stdout unless --quiet."""
+    if not args.quiet:
+        print(message)

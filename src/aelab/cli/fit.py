@@ -1,0 +1,218 @@
+"""``aelab fit``: train an autoencoder on a data file or folder and save it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from ..estimator import AutoEncoder
+from ..serialization import check_model_path
+from ..training import LOSSES, NOISE_KINDS
+from .common import parse_image_size, parse_int_list, read_inputs, say
+
+HELP = "train an autoencoder on a table or images and save it"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    defaults = AutoEncoder().get_params()
+    p = subparsers.add_parser(
+        "fit",
+        help=HELP,
+        description=HELP.capitalize() + ". DATA is a CSV, Parquet, NPY or NPZ file, "
+        "an image file, or a folder of images or Parquet files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA", help="training data path")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model folder to write (model.safetensors + config.json)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("auto", "dense", "conv"),
+        default="auto",
+        help="architecture; auto is conv for images, dense for tables",
+    )
+    p.add_argument(
+        "--latent-dim",
+        type=int,
+        default=defaults["latent_dim"],
+        help="size of the code (embedding length)",
+    )
+    p.add_argument(
+        "--hidden-dims",
+        metavar="N,N,...",
+        help="dense hidden widths (default 256,128); for conv, the last "
+        "is the dense width after the convolutions (default 256)",
+    )
+    p.add_argument(
+        "--variational",
+        action="store_true",
+        help="train a variational autoencoder (enables 'aelab sample')",
+    )
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=defaults["beta"],
+        help="weight of the KL term for --variational",
+    )
+    p.add_argument(
+        "--noise",
+        metavar="KIND:AMOUNT",
+        help="denoising training: corrupt inputs with KIND in "
+        f"{', '.join(NOISE_KINDS)}, e.g. gaussian:0.3 (standard "
+        "deviation in scaled units) or mask:0.2 (probability)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=defaults["loss"],
+        help="reconstruction loss; bce needs values in [0, 1]",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults["epochs"],
+        help="maximum passes over the training data",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults["batch_size"],
+        help="samples per optimiser step",
+    )
+    p.add_argument(
+        "--lr", type=float, default=defaults["learning_rate"], help="Adam learning rate"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults["weight_decay"],
+        help="Adam L2 penalty",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=defaults["validation_fraction"],
+        help="share of samples held out for early stopping, 0 to 1",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=defaults["patience"],
+        help="epochs without validation improvement before stopping; "
+        "0 trains all epochs",
+    )
+    p.add_argument(
+        "--scaling",
+        choices=("standard", "minmax", "none"),
+        default=defaults["scaling"],
+        help="table column scaling",
+    )
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        default=defaults["max_categories"],
+        help="most distinct values a text column may have",
+    )
+    p.add_argument(
+        "--image-size",
+        metavar="HxW",
+        help="resize images to HEIGHTxWIDTH pixels (needed when the "
+        "training images differ in size)",
+    )
+    p.add_argument(
+        "--id-column",
+        metavar="COL",
+        help="identifier column: not trained on, carried into outputs",
+    )
+    p.add_argument(
+        "--drop",
+        metavar="COL",
+        action="append",
+        default=[],
+        help="leave this column out (repeatable)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed for weights, split, shuffling and noise",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="per-epoch checkpoints (default MODEL.ckpt, removed once "
+        "the model is saved)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    check_model_path(output)
+    checkpoint_dir = Path(args.checkpoint_dir or f"{output}.ckpt")
+    estimator = AutoEncoder(
+        kind=args.kind,
+        latent_dim=args.latent_dim,
+        hidden_dims=parse_int_list(args.hidden_dims, "--hidden-dims"),
+        variational=args.variational,
+        beta=args.beta,
+        noise=args.noise,
+        loss=args.loss,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience or None,
+        scaling=args.scaling,
+        max_categories=args.max_categories,
+        image_size=parse_image_size(args.image_size),
+        random_state=args.seed,
+        device=args.device,
+        verbose=int(args.progress),
+        checkpoint_dir=checkpoint_dir,
+    )
+    estimator._validate_params()  # fail on bad options before reading the data
+    inputs = read_inputs(args.data, args.progress, args.id_column, args.drop)
+    estimator.fit(inputs.data, resume=args.resume)
+    estimator.metadata_ = {
+        "id_column": args.id_column,
+        "dropped_columns": list(args.drop),
+        "trained_on": str(args.data),
+    }
+    estimator.save(output)
+    if args.checkpoint_dir is None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    say(args, _summary(estimator, output))
+    return 0
+
+
+def _summary(estimator: AutoEncoder, output: Path) -> str:
+    last = estimator.history_[estimator.best_epoch_ - 1]
+    split = "validation" if last["validation"] else "train"
+    losses = last[split] or {}
+    stop = ", stopped early" if estimator.stopped_early_ else ""
+    model = estimator.model_
+    kind = ("variational " if model.variational else "") + model.kind
+    return (
+        f"trained a {kind} autoencoder ({model.latent_dim}-d code) for "
+        f"{len(estimator.history_)} epochs{stop}; kept epoch {estimator.best_epoch_} "
+        f"with {split} loss {losses.get('loss', float('nan')):.4g} per sample; "
+        f"saved {output}"
+    )

@@ -1,0 +1,80 @@
+"""``aelab info``: describe a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..serialization import read_config
+from .common import add_model_argument
+
+HELP = "describe a saved model: architecture, inputs, training, versions"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("info", help=HELP, description=HELP.capitalize() + ".")
+    add_model_argument(p)
+    p.add_argument("--json", action="store_true", help="print the full config.json")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = read_config(Path(args.model))
+    if args.json:
+        print(json.dumps(config, indent=1))
+        return 0
+    for label, value in describe(config):
+        print(f"{label:<14}{value}")
+    return 0
+
+
+def describe(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summarise a model config as (label, value) rows."""
+    model, pre = config["model"], config["preprocessing"]
+    training = config["training"]
+    history = training["history"]
+    kind = ("variational " if model["variational"] else "") + model["kind"]
+    rows = [
+        ("model", f"{kind} autoencoder, {model['latent_dim']}-d code"),
+        ("input", _describe_input(pre)),
+        (
+            "loss",
+            config["params"]["loss"]
+            + (f" + {config['params']['beta']:g} x KL" if model["variational"] else ""),
+        ),
+    ]
+    if config["params"].get("noise"):
+        rows.append(("noise", f"{config['params']['noise']} (denoising training)"))
+    if history:
+        best = history[training["best_epoch"] - 1]
+        split = "validation" if best["validation"] else "train"
+        rows.append(
+            (
+                "training",
+                f"{len(history)} epochs, kept epoch {training['best_epoch']} with "
+                f"{split} loss {best[split]['loss']:.4g} per sample",
+            )
+        )
+    rows.append(("seed", str(training["seed"])))
+    rows.append(
+        (
+            "written by",
+            f"aelab {config['aelab_version']}, torch {config['torch_version']}, "
+            f"{config['created']}",
+        )
+    )
+    return rows
+
+
+def _describe_input(pre: dict[str, Any]) -> str:
+    if pre["kind"] == "image":
+        return f"images {pre['height']}x{pre['width']}, {pre['channels']} channels"
+    columns = pre["columns"]
+    numeric = [c["name"] for c in columns if c["type"] == "numeric"]
+    categorical = [c["name"] for c in columns if c["type"] == "categorical"]
+    text = f"table, {len(numeric)} numeric columns"
+    if categorical:
+        text += f", {len(categorical)} categorical ({', '.join(categorical[:5])})"
+    return text + f", {pre['scaling']} scaling"
