@@ -20,9 +20,9 @@ from sklearn.model_selection import train_test_split
 
 from aelab import AutoEncoder
 
-# One intra-op thread: when other processes share the cores, OpenMP's spin-waiting
-# stretched a 2-thread conv epoch on the digits to 2-21 s against 0.4 s with one
-# thread (measured on a 2-core machine while two other trainings ran).
+# Train with one intra-op thread. When other processes share the cores, OpenMP's
+# spin-waiting stretched a 2-thread conv epoch on the digits to 2-21 s, against
+# 0.4 s with one thread (measured on a 2-core machine while two other trainings ran).
 torch.set_num_threads(1)
 
 
@@ -38,7 +38,7 @@ class Digits:
 
 @pytest.fixture(scope="session")
 def seed() -> int:
-    """Seed for every model the tests train; set AELAB_TEST_SEED to sweep seeds."""
+    """Seed for every model the tests train. Set AELAB_TEST_SEED to sweep seeds."""
     return int(os.environ.get("AELAB_TEST_SEED", "0"))
 
 

@@ -7,6 +7,7 @@ Parquet, NPY, NPZ) or a list of :class:`ImageRecord` (image files and folders).
 from __future__ import annotations
 
 import csv
+import itertools
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _csv_layout(path: Path, probe_rows: int = 20) -> tuple[int, list[str] | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for _, row in zip(range(probe_rows + 1), csv.reader(f))]
+            rows = list(itertools.islice(csv.reader(f), probe_rows + 1))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InvalidDataError(f"cannot read CSV {str(path)!r}: {err}") from err
     rows = [row for row in rows if row]

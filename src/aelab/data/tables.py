@@ -158,6 +158,8 @@ class TablePreprocessor:
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Map rows to a float32 matrix of shape (N, len(feature_names))."""
         self.check_columns(frame)
+        if len(frame) == 0:
+            raise InvalidDataError("the table has no rows; pass at least one row")
         blocks = [self._transform_column(frame[c.name], c) for c in self.columns]
         return np.concatenate(blocks, axis=1).astype(np.float32)
 

@@ -1,6 +1,6 @@
 """Per-epoch training checkpoints: weights, optimizer, RNG and history, no pickle.
 
-A checkpoint folder holds ``checkpoint.safetensors`` (tensors) and
+A checkpoint folder contains ``checkpoint.safetensors`` (tensors) and
 ``checkpoint.json`` (everything else). Both are replaced atomically at the end of
 each epoch, so an interrupted run leaves the previous epoch's checkpoint intact.
 """

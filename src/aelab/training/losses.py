@@ -35,7 +35,7 @@ def loss_terms(
 ) -> dict[str, Tensor]:
     """Compute the named loss terms per sample, each of shape (B,).
 
-    The dict holds ``recon``, ``kl`` for variational models, and
+    The dict contains ``recon``, ``kl`` for variational models, and
     ``loss = recon + beta * kl``, the quantity that training minimises.
     """
     recon = reconstruction_error(output, target, loss)
