@@ -533,3 +533,26 @@ def test_resume_from_empty_folder_raises(digits, make_autoencoder, tmp_path) -> 
     model = make_autoencoder(kind="dense", epochs=1, checkpoint_dir=tmp_path)
     with pytest.raises(ModelFormatError, match=r"no checkpoint found"):
         model.fit(flat(digits.x_train[:50]), resume=True)
+
+
+def test_auto_loss_is_bce_for_image_vae(digits, make_autoencoder) -> None:
+    vae = make_autoencoder(variational=True, epochs=1).fit(digits.x_train[:64])
+    assert vae.loss_ == "bce"
+    assert vae.model_.output_activation == "sigmoid"
+
+
+def test_auto_loss_is_mse_for_tables(table_model) -> None:
+    assert table_model.loss == "auto"
+    assert table_model.loss_ == "mse"
+
+
+def test_array_accepted_by_frame_model(table_model, breast_cancer) -> None:
+    from_frame = table_model.transform(breast_cancer)
+    from_array = table_model.transform(breast_cancer.to_numpy())
+    assert np.array_equal(from_frame, from_array)
+
+
+def test_feature_names_in_and_out(table_model, breast_cancer) -> None:
+    assert list(table_model.feature_names_in_) == list(breast_cancer.columns)
+    assert table_model.n_features_in_ == 30
+    assert list(table_model.get_feature_names_out()) == ["z0", "z1", "z2", "z3"]

@@ -59,7 +59,10 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         beta: Weight of the KL term for variational models.
         noise: Input corruption for denoising training, "KIND:AMOUNT" with KIND
             gaussian, salt_pepper or mask (see :class:`aelab.training.Noise`).
-        loss: Reconstruction loss: "mse", "l1" or "bce" (inputs in [0, 1] only).
+        loss: Reconstruction loss: "mse", "l1", "bce" (inputs in [0, 1] only), or
+            "auto": BCE for variational models on data in [0, 1], else MSE. A VAE on
+            [0, 1] pixels with summed MSE tends to decode every code to the mean
+            image, because that MSE is small next to the KL term.
         epochs: Maximum number of passes over the training rows.
         batch_size: Samples per optimiser step.
         learning_rate: Adam's step size.
@@ -85,6 +88,10 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         preprocessor_: The fitted table or image preprocessor.
         history_: One dict per epoch with its training and validation loss terms.
         best_epoch_: The epoch whose weights the model keeps.
+        loss_: The reconstruction loss used, with "auto" resolved.
+        n_features_in_: Values per sample seen in ``fit`` (columns, or pixels
+            times channels).
+        feature_names_in_: Column names, when ``fit`` was given a DataFrame.
         metadata_: Free-form JSON-serialisable notes saved with the model; the
             command line stores its identifier and dropped columns here.
     """
@@ -97,7 +104,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         variational: bool = False,
         beta: float = 1.0,
         noise: str | None = None,
-        loss: Literal["mse", "l1", "bce"] = "mse",
+        loss: Literal["auto", "mse", "l1", "bce"] = "auto",
         epochs: int = 100,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -158,7 +165,11 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         given = self._read(X)
         self.metadata_: dict[str, Any] = {}
         self.preprocessor_ = self._make_preprocessor(given)
-        matrix = self._to_matrix(given.data)
+        matrix = self._to_matrix(given)
+        self.n_features_in_ = int(np.prod(matrix.shape[1:]))
+        if isinstance(given.data, pd.DataFrame) and not given.from_array:
+            self.feature_names_in_ = np.asarray(given.data.columns, dtype=object)
+        self.loss_ = self._resolve_loss(matrix)
         self._check_loss_range(matrix)
 
         self.seed_ = self._resolve_seed()
@@ -214,7 +225,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             self.patience is None or is_int(self.patience, 1),
             "None or a positive integer",
         )
-        check("loss", self.loss in LOSSES, f"one of {LOSSES}")
+        check("loss", self.loss in ("auto", *LOSSES), f"one of {('auto', *LOSSES)}")
         check("scaling", self.scaling in SCALINGS, f"one of {SCALINGS}")
         check("max_categories", is_int(self.max_categories, 1), "a positive integer")
         check(
@@ -266,7 +277,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             weight_decay=float(self.weight_decay),
             validation_fraction=float(self.validation_fraction),
             patience=self.patience,
-            loss=self.loss,
+            loss=self.loss_,
             beta=float(self.beta),
             noise=self.noise,
             seed=self.seed_,
@@ -291,7 +302,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
         images = isinstance(self.preprocessor_, ImagePreprocessor)
         activation = (
-            "sigmoid" if self.loss == "bce" or (images and unit) else "identity"
+            "sigmoid" if self.loss_ == "bce" or (images and unit) else "identity"
         )
         if images and self.kind in ("auto", "conv"):
             channels, height, width = self.preprocessor_.shape
@@ -313,8 +324,14 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             output_activation=activation,
         )
 
+    def _resolve_loss(self, matrix: np.ndarray) -> str:
+        if self.loss != "auto":
+            return self.loss
+        unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
+        return "bce" if self.variational and unit else "mse"
+
     def _check_loss_range(self, matrix: np.ndarray) -> None:
-        if self.loss != "bce":
+        if self.loss_ != "bce":
             return
         low, high = float(matrix.min()), float(matrix.max())
         if low >= 0.0 and high <= 1.0:
@@ -351,14 +368,20 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             return _Input(array_to_frame(array), True, str(array.dtype), 2)
         return _Input(array_to_records(array), True, str(array.dtype), array.ndim)
 
-    def _to_matrix(self, data: pd.DataFrame | list[ImageRecord]) -> np.ndarray:
-        pre = self.preprocessor_
+    def _to_matrix(self, given: _Input) -> np.ndarray:
+        pre, data = self.preprocessor_, given.data
         if isinstance(pre, TablePreprocessor):
             if not isinstance(data, pd.DataFrame):
                 raise InvalidDataError(
                     "this model was trained on a table, but got images; pass rows "
                     f"with the columns {pre.input_names[:5]}..."
                 )
+            if given.from_array != pre.from_array and data.shape[1] == len(
+                pre.input_names
+            ):
+                # An array for a model fitted on a DataFrame, or the reverse: match
+                # columns by position, as scikit-learn does.
+                data = data.set_axis(pre.input_names, axis=1)
             return pre.transform(data)
         if isinstance(data, pd.DataFrame):
             raise InvalidDataError(
@@ -415,7 +438,14 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
     def _prepare(self, X: Data) -> tuple[np.ndarray, _Input]:
         self._check_fitted()
         given = self._read(X)
-        return self._model_input(self._to_matrix(given.data)), given
+        return self._model_input(self._to_matrix(given)), given
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return the names of the embedding columns, z0 to z{latent_dim - 1}."""
+        self._check_fitted()
+        return np.asarray(
+            [f"z{i}" for i in range(self.model_.latent_dim)], dtype=object
+        )
 
     def transform(self, X: Data) -> np.ndarray:
         """Encode X into embeddings of shape (N, latent_dim), float32.
@@ -456,7 +486,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         width = int(np.prod(x.shape[1:]))
 
         def per_sample(batch: torch.Tensor) -> torch.Tensor:
-            return reconstruction_error(self.model_(batch), batch, self.loss) / width
+            return reconstruction_error(self.model_(batch), batch, self.loss_) / width
 
         return self._batches(x, per_sample).astype(np.float64)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -57,6 +58,8 @@ def save_model(estimator: Any, path: Path) -> Path:
         "preprocessing": estimator.preprocessor_.to_config(),
         "training": {
             "seed": estimator.seed_,
+            "loss": estimator.loss_,
+            "n_features_in": estimator.n_features_in_,
             "device": str(estimator.device_),
             "best_epoch": estimator.best_epoch_,
             "stopped_early": estimator.stopped_early_,
@@ -165,6 +168,10 @@ def load_model(path: Path, device: str = "auto") -> Any:
     estimator.model_ = model.to(estimator.device_).eval()
     estimator.preprocessor_ = preprocessor
     estimator.seed_ = training["seed"]
+    estimator.loss_ = training["loss"]
+    estimator.n_features_in_ = training["n_features_in"]
+    if preprocessor.kind == "table" and not preprocessor.from_array:
+        estimator.feature_names_in_ = np.asarray(preprocessor.input_names, dtype=object)
     estimator.best_epoch_ = training["best_epoch"]
     estimator.stopped_early_ = training["stopped_early"]
     estimator.history_ = training["history"]

@@ -69,9 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--loss",
-        choices=LOSSES,
+        choices=("auto", *LOSSES),
         default=defaults["loss"],
-        help="reconstruction loss; bce needs values in [0, 1]",
+        help="reconstruction loss; bce needs values in [0, 1]; auto means bce for "
+        "--variational on values in [0, 1], else mse",
     )
     p.add_argument(
         "--epochs",

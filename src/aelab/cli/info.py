@@ -41,7 +41,7 @@ def describe(config: dict[str, Any]) -> list[tuple[str, str]]:
         ("input", _describe_input(pre)),
         (
             "loss",
-            config["params"]["loss"]
+            training["loss"]
             + (f" + {config['params']['beta']:g} x KL" if model["variational"] else ""),
         ),
     ]
