@@ -19,7 +19,7 @@ from .data.images import array_to_records
 from .data.tables import SCALINGS, array_to_frame
 from .errors import InvalidDataError, InvalidParameterError, NotFittedError
 from .models import Autoencoder, ConvAutoencoder, DenseAutoencoder
-from .training import LOSSES, Noise, TrainConfig, Trainer, reconstruction_error
+from .training import LOSSES, Noise, TrainConfig, Trainer, element_loss
 
 logger = logging.getLogger(__name__)
 
@@ -482,13 +482,23 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         The loss is the one used in training (MSE, L1 or BCE), computed on the
         preprocessed values. Higher means worse reconstructed.
         """
+        errors = self.element_errors(X)
+        return errors.reshape(len(errors), -1).mean(axis=1, dtype=np.float64)
+
+    def element_errors(self, X: Data) -> np.ndarray:
+        """Return the reconstruction loss of every preprocessed value.
+
+        Returns:
+            float32 array (N, F) for dense models, where the F columns are
+            ``preprocessor_.feature_names`` for tables, or (N, C, H, W) for conv
+            models at the model's image size.
+        """
         x, _ = self._prepare(X)
-        width = int(np.prod(x.shape[1:]))
 
-        def per_sample(batch: torch.Tensor) -> torch.Tensor:
-            return reconstruction_error(self.model_(batch), batch, self.loss_) / width
+        def per_element(batch: torch.Tensor) -> torch.Tensor:
+            return element_loss(self.model_(batch), batch, self.loss_)
 
-        return self._batches(x, per_sample).astype(np.float64)
+        return self._batches(x, per_element)
 
     def score_samples(self, X: Data) -> np.ndarray:
         """Return the negative reconstruction error per sample.

@@ -133,6 +133,18 @@ class TablePreprocessor:
                 names += [f"{column.name}={c}" for c in column.categories]
         return names
 
+    def column_slices(self) -> list[tuple[str, slice]]:
+        """Return each input column's name and its span in the output columns."""
+        spans, at = [], 0
+        for column in self.columns:
+            if isinstance(column, NumericColumn):
+                width = 2 if column.indicator else 1
+            else:
+                width = len(column.categories)
+            spans.append((column.name, slice(at, at + width)))
+            at += width
+        return spans
+
     @property
     def input_names(self) -> list[str]:
         return [column.name for column in self.columns]

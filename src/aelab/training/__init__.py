@@ -2,7 +2,7 @@
 
 from .checkpoint import TrainState
 from .loop import TrainConfig, Trainer, split_indices
-from .losses import LOSSES, loss_terms, reconstruction_error
+from .losses import LOSSES, element_loss, loss_terms, reconstruction_error
 from .noise import NOISE_KINDS, Noise
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "NOISE_KINDS",
     "Noise",
     "TrainConfig",
+    "element_loss",
     "TrainState",
     "Trainer",
     "loss_terms",

@@ -13,21 +13,24 @@ LossName = Literal["mse", "l1", "bce"]
 LOSSES: tuple[str, ...] = ("mse", "l1", "bce")
 
 
+def element_loss(output: AEOutput, target: Tensor, loss: LossName = "mse") -> Tensor:
+    """Compute the loss of every element, the same shape as ``target``."""
+    if loss == "mse":
+        return (output.x_hat - target).pow(2)
+    if loss == "l1":
+        return (output.x_hat - target).abs()
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(
+            output.logits, target, reduction="none"
+        )
+    raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+
+
 def reconstruction_error(
     output: AEOutput, target: Tensor, loss: LossName = "mse"
 ) -> Tensor:
     """Sum the per-element loss over every feature or pixel, giving shape (B,)."""
-    if loss == "mse":
-        error = (output.x_hat - target).pow(2)
-    elif loss == "l1":
-        error = (output.x_hat - target).abs()
-    elif loss == "bce":
-        error = F.binary_cross_entropy_with_logits(
-            output.logits, target, reduction="none"
-        )
-    else:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
-    return error.flatten(1).sum(dim=1)
+    return element_loss(output, target, loss).flatten(1).sum(dim=1)
 
 
 def loss_terms(
