@@ -51,7 +51,8 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
     Args:
         kind: "dense" (an MLP), "conv" (convolutional, images only) or "auto"
             (conv for images, dense for tables).
-        latent_dim: Size of the code, the length of each embedding.
+        latent_dim: Size of the code, the length of each embedding; "auto" picks a
+            quarter of the preprocessed width, between 2 and 16.
         hidden_dims: Widths of the dense hidden layers. A dense model uses all of
             them (default (256, 128)); a conv model uses the last as the width of
             the dense layer after its convolutions (default 256).
@@ -99,7 +100,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         kind: Literal["auto", "dense", "conv"] = "auto",
-        latent_dim: int = 8,
+        latent_dim: int | Literal["auto"] = 8,
         hidden_dims: Sequence[int] | None = None,
         variational: bool = False,
         beta: float = 1.0,
@@ -209,7 +210,11 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             )
 
         check("kind", self.kind in KINDS, f"one of {KINDS}")
-        check("latent_dim", is_int(self.latent_dim, 1), "a positive integer")
+        check(
+            "latent_dim",
+            self.latent_dim == "auto" or is_int(self.latent_dim, 1),
+            "a positive integer or 'auto'",
+        )
         check("epochs", is_int(self.epochs, 1), "a positive integer")
         check("batch_size", is_int(self.batch_size, 1), "a positive integer")
         check("learning_rate", _positive(self.learning_rate), "a positive number")
@@ -301,6 +306,9 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
     def _build_model(self, matrix: np.ndarray) -> Autoencoder:
         unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
         images = isinstance(self.preprocessor_, ImagePreprocessor)
+        latent_dim = self.latent_dim
+        if latent_dim == "auto":
+            latent_dim = int(np.clip(np.prod(matrix.shape[1:]) // 4, 2, 16))
         activation = (
             "sigmoid" if self.loss_ == "bce" or (images and unit) else "identity"
         )
@@ -311,14 +319,14 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
                 channels,
                 height,
                 width,
-                self.latent_dim,
+                latent_dim,
                 hidden_dim=int(hidden),
                 variational=self.variational,
                 output_activation=activation,
             )
         return DenseAutoencoder(
             int(np.prod(matrix.shape[1:])),
-            self.latent_dim,
+            latent_dim,
             hidden_dims=tuple(self.hidden_dims or (256, 128)),
             variational=self.variational,
             output_activation=activation,

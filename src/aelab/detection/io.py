@@ -1,0 +1,123 @@
+"""Detector folders: ``detector.json``, ``detector.safetensors`` and member models.
+
+detector.json has the format name and version, the detector's parameters and its
+threshold. detector.safetensors has the per-feature error scales of each member
+and the held-out reference scores. Each ensemble member is an ordinary aelab model
+folder, ``member-0``, ``member-1``, ..., so ``aelab info`` and
+``AutoEncoder.load`` work on it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from ..errors import InvalidParameterError, ModelFormatError
+from ..io_utils import atomic_path, check_output_path
+from ..serialization import load_model, save_model
+
+FORMAT = "aelab-detector"
+FORMAT_VERSION = 1
+CONFIG = "detector.json"
+TENSORS = "detector.safetensors"
+
+
+def is_detector_folder(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_detector_path(path: Path) -> None:
+    """Raise unless a detector can be written at ``path`` without harming files."""
+    check_output_path(path, "detector")
+    if path.exists() and not is_detector_folder(path):
+        raise InvalidParameterError(
+            f"{str(path)!r} exists and is not an aelab detector folder; choose "
+            "another path (aelab only replaces its own detector folders)"
+        )
+
+
+def save_detector(detector: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a fitted detector to the folder ``path``, atomically."""
+    detector._check_fitted()
+    path = Path(path)
+    check_detector_path(path)
+    params = detector.get_params()
+    params["hidden_dims"] = list(params["hidden_dims"] or []) or None
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "aelab_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": params,
+        "threshold": detector.threshold_,
+        "members": len(detector.models_),
+    }
+    tensors = {
+        f"scale.{i}": torch.from_numpy(np.ascontiguousarray(scale))
+        for i, scale in enumerate(detector.scales_)
+    }
+    tensors["reference_scores"] = torch.from_numpy(detector.reference_scores_.copy())
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        for i, model in enumerate(detector.models_):
+            save_model(model, tmp / f"member-{i}")
+        save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    return path
+
+
+def load_detector(path: str | os.PathLike[str], device: str = "auto") -> Any:
+    """Rebuild a fitted detector from its folder."""
+    from .detector import AnomalyDetector
+
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise ModelFormatError(
+            f"{str(path)!r} is not an aelab detector: a detector is a folder holding "
+            f"{CONFIG}, as written by 'aelab detect fit' or AnomalyDetector.save()"
+        )
+    try:
+        config = json.loads((path / CONFIG).read_text())
+        version = config["format_version"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(path / CONFIG)!r}: {err!r}; fit the detector again"
+        ) from err
+    if config.get("format") != FORMAT or not isinstance(version, int):
+        raise ModelFormatError(
+            f"{str(path / CONFIG)!r} is not an aelab detector config"
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"detector {str(path)!r} has format version {version}, written by aelab "
+            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
+        )
+    try:
+        tensors = load_file(str(path / TENSORS), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(path / TENSORS)!r}: {err}; fit the detector again"
+        ) from err
+
+    params = dict(config["params"])
+    params["device"] = device
+    detector = AnomalyDetector(**params)
+    members = range(config["members"])
+    detector.models_ = [load_model(path / f"member-{i}", device) for i in members]
+    detector.scales_ = [tensors[f"scale.{i}"].numpy() for i in members]
+    detector.reference_scores_ = tensors["reference_scores"].numpy()
+    detector.threshold_ = config["threshold"]
+    return detector
