@@ -267,7 +267,7 @@ def test_get_and_set_params(digits, make_autoencoder) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"latent_dim": 0}, r"latent_dim must be a positive integer, got 0"),
+        ({"latent_dim": 0}, r"latent_dim must be a positive integer or .auto., got 0"),
         ({"kind": "rnn"}, r"kind must be one of \('auto', 'dense', 'conv'\)"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
         ({"loss": "huber"}, r"loss must be one of"),

@@ -109,3 +109,55 @@ def _save_figure(fig: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     _pyplot().close(fig)
+
+
+def save_score_histogram(
+    path: Path,
+    scores: np.ndarray,
+    threshold: float | None,
+    reference: np.ndarray | None = None,
+) -> None:
+    """Plot a histogram of anomaly scores with the threshold as a vertical line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    values = np.concatenate([scores, reference if reference is not None else []])
+    positive = values[values > 0]
+    log = positive.size == values.size and positive.max() / positive.min() > 100
+    bins = np.geomspace(positive.min(), positive.max(), 50) if log else 50
+    ax.hist(scores, bins=bins, alpha=0.7, label=f"scored ({len(scores)})")
+    if reference is not None:
+        ax.hist(
+            reference,
+            bins=bins,
+            alpha=0.5,
+            label=f"held-out reference ({len(reference)})",
+        )
+    if threshold is not None:
+        flagged = int((scores > threshold).sum())
+        ax.axvline(
+            threshold,
+            color="black",
+            linestyle="--",
+            label=f"threshold ({flagged} above)",
+        )
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("anomaly score (higher is more anomalous)")
+    ax.set_ylabel("samples")
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def heat_map_overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Blend a heat map (H, W) over an image (H, W, C) in [0, 1] as RGB (H, W, 3).
+
+    The heat map is scaled by its own 99th percentile, so the brightest areas of
+    each image stand out whatever its overall score.
+    """
+    from matplotlib import colormaps
+
+    gray = pixels[..., :3].mean(axis=2) if pixels.shape[2] >= 3 else pixels[..., 0]
+    top = float(np.quantile(heat, 0.99)) or 1.0
+    colors = colormaps["inferno"](np.clip(heat / top, 0, 1))[..., :3]
+    return 0.45 * gray[..., None] + 0.55 * colors

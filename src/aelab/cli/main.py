@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import AelabError
-from . import demo, encode, fit, info, sample
+from . import demo, detect, encode, fit, info, sample
 
-COMMANDS = (fit, encode, sample, info, demo)
+COMMANDS = (fit, encode, sample, info, detect, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +69,15 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("aelab").setLevel(level)
 
 
+_shown_warnings: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"aelab: warning: {message}", file=sys.stderr)
+    # Ensemble members and repeated passes raise the same warning; print it once.
+    text = str(message)
+    if text not in _shown_warnings:
+        _shown_warnings.add(text)
+        print(f"aelab: warning: {text}", file=sys.stderr)
 
 
 def _os_error(err: OSError) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,22 @@ from ..errors import InvalidDataError, InvalidParameterError, NotFittedError
 from ..estimator import AutoEncoder, Data
 
 DEFAULT_FPR = 0.01  # false-positive rate of the default threshold
-MIN_CALIBRATION_ROWS = 20  # fewer held-out rows than this give no default threshold
+# Rows held out for the default threshold: at least this many when the data has
+# ten times as many, and none (so no default threshold) when fewer would be.
+MIN_CALIBRATION_ROWS = 20
 # Per-feature error scales are floored at this share of the mean scale, so a
 # feature that the model rebuilds perfectly (a constant column) cannot blow up.
 SCALE_FLOOR = 1e-3
+# Autoencoder settings for image data, unless autoencoder_params overrides them.
+# Measured on digits one-class (train on one digit, score all test digits): the
+# plain conv autoencoder reached AUROC 0.94-0.97 against PCA's 0.99-1.0, and
+# denoising training for longer brought it to 0.98-1.0.
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "noise": "gaussian:0.2",
+    "epochs": 200,
+    "patience": 20,
+    "batch_size": 32,
+}
 
 
 class ThresholdNotSetError(NotFittedError):
@@ -64,7 +76,9 @@ class AnomalyDetector(BaseEstimator):
             between 2 and 16.
         hidden_dims: Dense hidden widths (default: the :class:`AutoEncoder` one).
         n_models: Autoencoders in the ensemble, each with its own seed.
-        normalize: Divide each feature's error by its mean training error.
+        normalize: Divide each feature's error by its mean training error;
+            "auto" does so for tables but not for images, where it lowered AUROC
+            on digits one-class.
         contamination: Expected share of anomalies in the reference data, in
             (0, 0.5]; the threshold is that upper quantile of reference scores.
         fpr: Target false-positive rate on the held-out reference rows. When
@@ -73,7 +87,8 @@ class AnomalyDetector(BaseEstimator):
         calibration_fraction: Share of the reference rows held out from training
             to set the threshold.
         autoencoder_params: Further :class:`AutoEncoder` parameters (kind,
-            epochs, learning_rate, variational, noise, scaling, ...).
+            epochs, learning_rate, variational, noise, scaling, ...). For images
+            they start from ``IMAGE_DEFAULTS`` (denoising training, 200 epochs).
         random_state: Seed of the split and of the first model; model i uses
             random_state + i.
         device: "auto", "cpu" or "cuda[:N]".
@@ -91,10 +106,10 @@ class AnomalyDetector(BaseEstimator):
         latent_dim: int | None = None,
         hidden_dims: Sequence[int] | None = None,
         n_models: int = 3,
-        normalize: bool = True,
+        normalize: bool | Literal["auto"] = "auto",
         contamination: float | None = None,
         fpr: float | None = None,
-        calibration_fraction: float = 0.2,
+        calibration_fraction: float = 0.1,
         autoencoder_params: dict[str, Any] | None = None,
         random_state: int | None = 0,
         device: str = "auto",
@@ -126,11 +141,14 @@ class AnomalyDetector(BaseEstimator):
         seed = 0 if self.random_state is None else int(self.random_state)
         order = np.random.default_rng(seed).permutation(n)
         n_calibration = int(round(n * self.calibration_fraction))
-        if n - n_calibration < 2 or n_calibration < MIN_CALIBRATION_ROWS:
+        if 0 < n_calibration < MIN_CALIBRATION_ROWS <= n // 10:
+            n_calibration = MIN_CALIBRATION_ROWS
+        if n_calibration < MIN_CALIBRATION_ROWS:
             n_calibration = 0
         fit_rows, calibration_rows = order[n_calibration:], order[:n_calibration]
         train = _take(data, np.sort(fit_rows))
 
+        self.images_ = _is_images(data)
         self.models_ = [
             self._make_model(seed + i).fit(train) for i in range(self.n_models)
         ]
@@ -176,7 +194,8 @@ class AnomalyDetector(BaseEstimator):
             )
 
     def _make_model(self, seed: int) -> AutoEncoder:
-        params = dict(self.autoencoder_params or {})
+        params = dict(IMAGE_DEFAULTS) if self.images_ else {}
+        params.update(self.autoencoder_params or {})
         if self.latent_dim is not None:
             params["latent_dim"] = self.latent_dim
         if self.hidden_dims is not None:
@@ -189,7 +208,8 @@ class AnomalyDetector(BaseEstimator):
 
     def _error_scale(self, model: AutoEncoder, train: Any) -> np.ndarray:
         errors = model.element_errors(train).astype(np.float64)
-        if not self.normalize:
+        normalize = not self.images_ if self.normalize == "auto" else self.normalize
+        if not normalize:
             return np.ones(errors.shape[1:])
         scale = errors.mean(axis=0)
         return np.maximum(scale, SCALE_FLOOR * scale.mean() + 1e-12)
@@ -352,6 +372,12 @@ def _read(X: Data, verbose: int) -> Any:
     if isinstance(X, str | os.PathLike):
         return load(X, progress=verbose > 0)
     return X
+
+
+def _is_images(data: Any) -> bool:
+    if isinstance(data, list):
+        return True
+    return not isinstance(data, pd.DataFrame) and np.asarray(data).ndim >= 3
 
 
 def _length(data: Any) -> int:

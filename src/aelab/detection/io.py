@@ -63,6 +63,7 @@ def save_detector(detector: Any, path: str | os.PathLike[str]) -> Path:
         "params": params,
         "threshold": detector.threshold_,
         "members": len(detector.models_),
+        "images": detector.images_,
     }
     tensors = {
         f"scale.{i}": torch.from_numpy(np.ascontiguousarray(scale))
@@ -120,4 +121,5 @@ def load_detector(path: str | os.PathLike[str], device: str = "auto") -> Any:
     detector.scales_ = [tensors[f"scale.{i}"].numpy() for i in members]
     detector.reference_scores_ = tensors["reference_scores"].numpy()
     detector.threshold_ = config["threshold"]
+    detector.images_ = config["images"]
     return detector
