@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..estimator import AutoEncoder
 from ..serialization import check_model_path
@@ -31,136 +32,156 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="model folder to write (model.safetensors + config.json)",
     )
-    p.add_argument(
+    p.set_defaults(run=run)
+    _add_model_options(p.add_argument_group("model"), defaults)
+    _add_training_options(p.add_argument_group("training"), defaults)
+    _add_data_options(p.add_argument_group("data"), defaults)
+    _add_run_options(p.add_argument_group("run"))
+
+
+def _add_model_options(
+    group: argparse._ArgumentGroup, defaults: dict[str, Any]
+) -> None:
+    group.add_argument(
         "--kind",
         choices=("auto", "dense", "conv"),
         default="auto",
         help="architecture; auto is conv for images, dense for tables",
     )
-    p.add_argument(
+    group.add_argument(
         "--latent-dim",
         type=int,
         default=defaults["latent_dim"],
         help="size of the code (embedding length)",
     )
-    p.add_argument(
+    group.add_argument(
         "--hidden-dims",
         metavar="N,N,...",
         help="dense hidden widths (default 256,128); for conv, the last "
         "is the dense width after the convolutions (default 256)",
     )
-    p.add_argument(
+    group.add_argument(
         "--variational",
         action="store_true",
         help="train a variational autoencoder (enables 'aelab sample')",
     )
-    p.add_argument(
+    group.add_argument(
         "--beta",
         type=float,
         default=defaults["beta"],
         help="weight of the KL term for --variational",
     )
-    p.add_argument(
+    group.add_argument(
         "--noise",
         metavar="KIND:AMOUNT",
         help="denoising training: corrupt inputs with KIND in "
         f"{', '.join(NOISE_KINDS)}, e.g. gaussian:0.3 (standard "
         "deviation in scaled units) or mask:0.2 (probability)",
     )
-    p.add_argument(
+    group.add_argument(
         "--loss",
         choices=("auto", *LOSSES),
         default=defaults["loss"],
         help="reconstruction loss; bce needs values in [0, 1]; auto means bce for "
         "--variational on values in [0, 1], else mse",
     )
-    p.add_argument(
+
+
+def _add_training_options(
+    group: argparse._ArgumentGroup, defaults: dict[str, Any]
+) -> None:
+    group.add_argument(
         "--epochs",
         type=int,
         default=defaults["epochs"],
         help="maximum passes over the training data",
     )
-    p.add_argument(
+    group.add_argument(
         "--batch-size",
         type=int,
         default=defaults["batch_size"],
         help="samples per optimiser step",
     )
-    p.add_argument(
+    group.add_argument(
         "--lr", type=float, default=defaults["learning_rate"], help="Adam learning rate"
     )
-    p.add_argument(
+    group.add_argument(
         "--weight-decay",
         type=float,
         default=defaults["weight_decay"],
         help="Adam L2 penalty",
     )
-    p.add_argument(
+    group.add_argument(
         "--validation-fraction",
         type=float,
         default=defaults["validation_fraction"],
         help="share of samples held out for early stopping, 0 to 1",
     )
-    p.add_argument(
+    group.add_argument(
         "--patience",
         type=int,
         default=defaults["patience"],
         help="epochs without validation improvement before stopping; "
         "0 trains all epochs",
     )
-    p.add_argument(
+
+
+def _add_data_options(group: argparse._ArgumentGroup, defaults: dict[str, Any]) -> None:
+    group.add_argument(
         "--scaling",
         choices=("standard", "minmax", "none"),
         default=defaults["scaling"],
         help="table column scaling",
     )
-    p.add_argument(
+    group.add_argument(
         "--max-categories",
         type=int,
         default=defaults["max_categories"],
         help="most distinct values a text column may have",
     )
-    p.add_argument(
+    group.add_argument(
         "--image-size",
         metavar="HxW",
         help="resize images to HEIGHTxWIDTH pixels (needed when the "
         "training images differ in size)",
     )
-    p.add_argument(
+    group.add_argument(
         "--id-column",
         metavar="COL",
         help="identifier column: not trained on, carried into outputs",
     )
-    p.add_argument(
+    group.add_argument(
         "--drop",
         metavar="COL",
         action="append",
         default=[],
         help="leave this column out (repeatable)",
     )
-    p.add_argument(
+
+
+def _add_run_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--seed",
         type=int,
         default=0,
         help="random seed for weights, split, shuffling and noise",
     )
-    p.add_argument(
+    group.add_argument(
         "--device",
         default="auto",
         help="auto (CUDA when available), cpu, cuda or cuda:N",
     )
-    p.add_argument(
+    group.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         help="per-epoch checkpoints (default MODEL.ckpt, removed once "
         "the model is saved)",
     )
-    p.add_argument(
+    group.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run from its checkpoint",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
