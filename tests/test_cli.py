@@ -298,3 +298,70 @@ def test_demo_writes_every_artefact(capsys, tmp_path):
     assert metrics["test_mse"]["pca_8"] == pytest.approx(0.0245, abs=0.002)
     assert pd.read_parquet(tmp_path / "embeddings.parquet").shape == (1797, 9)
     assert "held-out MSE" in out
+
+
+def test_reconstruct_refuses_input_folder(capsys, tmp_path):
+    folder = tmp_path / "images"
+    _save_digit_pngs(folder, 12)
+    before = (folder / "000.png").read_bytes()
+    assert run(capsys, "fit", folder, "-o", tmp_path / "m", "--epochs", "1")[0] == 0
+    code, _, err = run(capsys, "reconstruct", tmp_path / "m", folder, "-o", folder)
+    assert code == 1
+    assert "is the input data" in err
+    assert (folder / "000.png").read_bytes() == before
+
+
+def test_reconstruct_keeps_existing_images(capsys, tmp_path):
+    folder, out = tmp_path / "images", tmp_path / "out"
+    _save_digit_pngs(folder, 12)
+    out.mkdir()
+    (out / "003.png").write_bytes(b"mine")
+    assert run(capsys, "fit", folder, "-o", tmp_path / "m", "--epochs", "1")[0] == 0
+    code, _, err = run(capsys, "reconstruct", tmp_path / "m", folder, "-o", out)
+    assert code == 1
+    assert "--overwrite" in err
+    assert (out / "003.png").read_bytes() == b"mine"
+    assert not (out / "000.png").exists()
+    args = ["reconstruct", tmp_path / "m", folder, "-o", out, "--overwrite"]
+    assert run(capsys, *args)[0] == 0
+    assert Image.open(out / "003.png").size == (8, 8)
+
+
+def test_encode_refuses_to_replace_input(capsys, tmp_path):
+    data = tmp_path / "data.csv"
+    load_breast_cancer(as_frame=True).data.to_csv(data, index=False)
+    before = data.read_bytes()
+    assert run(capsys, "fit", data, "-o", tmp_path / "m", *SMALL)[0] == 0
+    code, _, err = run(capsys, "encode", tmp_path / "m", data, "-o", data)
+    assert code == 1
+    assert "is the input data" in err
+    assert data.read_bytes() == before
+
+
+def test_fit_keeps_foreign_checkpoint_folder(capsys, tmp_path):
+    mine = tmp_path / "m.ckpt" / "important.txt"
+    mine.parent.mkdir()
+    mine.write_text("keep")
+    code, _, err = run(capsys, "fit", breast_cancer_csv(), "-o", tmp_path / "m", *SMALL)
+    assert code == 1
+    assert "holds other files (important.txt)" in err
+    assert mine.read_text() == "keep"
+    code, _, err = run(
+        capsys,
+        "fit",
+        breast_cancer_csv(),
+        "-o",
+        tmp_path / "m",
+        "--no-checkpoint",
+        *SMALL,
+    )
+    assert code == 0, err
+    assert mine.read_text() == "keep"
+
+
+def test_demo_refuses_folder_with_user_files(capsys, tmp_path):
+    (tmp_path / "index.html").write_text("mine")
+    code, _, err = run(capsys, "demo", "-o", tmp_path, "--epochs", "1")
+    assert code == 1
+    assert "folder with other files" in err
+    assert (tmp_path / "index.html").read_text() == "mine"

@@ -556,3 +556,13 @@ def test_feature_names_in_and_out(table_model, breast_cancer) -> None:
     assert list(table_model.feature_names_in_) == list(breast_cancer.columns)
     assert table_model.n_features_in_ == 30
     assert list(table_model.get_feature_names_out()) == ["z0", "z1", "z2", "z3"]
+
+
+def test_resume_without_seed_reuses_saved_seed(digits, tmp_path) -> None:
+    images = digits.x_train[:200]
+    params = {"kind": "conv", "latent_dim": 4, "device": "cpu", "patience": None}
+    first = AutoEncoder(epochs=2, checkpoint_dir=tmp_path, **params).fit(images)
+    resumed = AutoEncoder(epochs=3, checkpoint_dir=tmp_path, **params)
+    resumed.fit(images, resume=True)
+    assert resumed.seed_ == first.seed_
+    assert [record["epoch"] for record in resumed.history_] == [1, 2, 3]

@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
 from .data import write_table
+from .errors import InvalidParameterError
 from .estimator import AutoEncoder
 from .plots import save_embedding_map, save_grid, save_loss_curves
 
@@ -34,6 +35,28 @@ LATENT_DIM = 8
 NOISE_STD = 0.25  # demo noise on pixels in [0, 1]
 SEED = 0
 SHOWN = 16  # test digits shown in each figure
+DEMO_MARK = "aelab demo"  # metrics.json's "written_by", marking a demo folder
+
+
+def _check_demo_folder(output: Path) -> None:
+    """Refuse a non-empty folder that an earlier demo run did not write."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise InvalidParameterError(
+            f"demo output {str(output)!r} is a file, not a folder"
+        )
+    try:
+        ours = (
+            json.loads((output / "metrics.json").read_text())["written_by"] == DEMO_MARK
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = False
+    if any(output.iterdir()) and not ours:
+        raise InvalidParameterError(
+            f"demo output {str(output)!r} is a folder with other files; the demo "
+            "would replace some of them, so give a new or empty folder"
+        )
 
 
 def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +84,7 @@ def run_demo(
     Returns:
         The metrics also written to ``output / "metrics.json"``.
     """
+    _check_demo_folder(output)
     output.mkdir(parents=True, exist_ok=True)
     images, labels = load_digit_images()
     train, test, train_labels, test_labels = train_test_split(
@@ -75,6 +99,7 @@ def run_demo(
         verbose=int(progress),
     )
     metrics: dict[str, Any] = {
+        "written_by": DEMO_MARK,
         "data": "scikit-learn digits, 8x8 pixels scaled to [0, 1]",
         "train_images": len(train),
         "test_images": len(test),

@@ -20,6 +20,7 @@ from .data.tables import SCALINGS, array_to_frame
 from .errors import InvalidDataError, InvalidParameterError, NotFittedError
 from .models import Autoencoder, ConvAutoencoder, DenseAutoencoder
 from .training import LOSSES, Noise, TrainConfig, Trainer, element_loss
+from .training.checkpoint import saved_seed
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         self.loss_ = self._resolve_loss(matrix)
         self._check_loss_range(matrix)
 
-        self.seed_ = self._resolve_seed()
+        self.seed_ = self._resolve_seed(resume)
         self.device_ = self._resolve_device()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
@@ -253,8 +254,12 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         if self.noise is not None:
             Noise.parse(self.noise)
 
-    def _resolve_seed(self) -> int:
+    def _resolve_seed(self, resume: bool = False) -> int:
         if self.random_state is None:
+            # A resumed run reuses the seed its checkpoint was made with.
+            saved = saved_seed(Path(self.checkpoint_dir)) if resume else None
+            if saved is not None:
+                return saved
             return int(np.random.default_rng().integers(2**31 - 1))
         return int(self.random_state)
 

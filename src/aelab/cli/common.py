@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,15 @@ def parse_int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model folder from 'aelab fit'")
+
+
+def check_not_input(output: Path, data: str) -> None:
+    """Raise if an output path is the input file or folder itself."""
+    if output.resolve() == Path(data).resolve():
+        raise InvalidParameterError(
+            f"the output {str(output)!r} is the input data; writing there would "
+            "replace your data, so choose another output path"
+        )
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -20,6 +20,7 @@ from ..io_utils import check_output_path
 from ..plots import heat_map_overlay, save_score_histogram
 from .common import (
     add_model_argument,
+    check_not_input,
     inputs_for_model,
     parse_image_size,
     read_inputs,
@@ -186,6 +187,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     output = check_output_path(Path(args.output))
+    check_not_input(output, args.data)
     for extra in (args.histogram, args.maps):
         if extra:
             check_output_path(Path(extra))

@@ -14,7 +14,7 @@ from ..data.sources import OUTPUT_EXTENSIONS
 from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..io_utils import atomic_path, check_output_path
-from .common import Inputs, add_model_argument, inputs_for_model, say
+from .common import Inputs, add_model_argument, check_not_input, inputs_for_model, say
 
 ENCODE_HELP = "write the embedding (code) of every row or image"
 RECONSTRUCT_HELP = "encode and decode data, writing the reconstruction"
@@ -45,6 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="column copied into the output as the row identifier (default: "
             "the --id-column given to 'aelab fit'; images use their file names)",
         )
+        if name == "reconstruct":
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="replace images that already exist in the output folder",
+            )
         p.set_defaults(run=run_encode if name == "encode" else run_reconstruct)
 
 
@@ -72,6 +78,7 @@ def _with_ids(frame: pd.DataFrame, inputs: Inputs) -> pd.DataFrame:
 
 def run_encode(args: argparse.Namespace) -> int:
     output = _check_table_output(Path(args.output))
+    check_not_input(output, args.data)
     estimator, inputs = _load(args)
     codes = estimator.transform(inputs.data)
     columns = [f"z{i}" for i in range(codes.shape[1])]
@@ -83,6 +90,7 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_reconstruct(args: argparse.Namespace) -> int:
     output = Path(args.output)
     check_output_path(output)
+    check_not_input(output, args.data)
     estimator, inputs = _load(args)
     error = estimator.reconstruction_error(inputs.data)
     result = estimator.reconstruct(inputs.data)
@@ -92,7 +100,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 f"image reconstructions go to a folder or an image file, not "
                 f"{str(output)!r}"
             )
-        save_images(output, result)
+        save_images(output, result, overwrite=args.overwrite)
     elif isinstance(result, np.ndarray) and output.suffix.lower() == ".npy":
         with atomic_path(output) as tmp, open(tmp, "wb") as f:
             np.save(f, result)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..serialization import check_model_path
 from ..training import LOSSES, NOISE_KINDS
+from ..training.checkpoint import CHECKPOINT_FILES, remove_checkpoint
 from .common import parse_image_size, parse_int_list, read_inputs, say
 
 HELP = "train an autoencoder on a table or images and save it"
@@ -182,12 +183,22 @@ def _add_run_options(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="continue an interrupted run from its checkpoint",
     )
+    group.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="write no per-epoch checkpoints (faster for tiny epochs; no --resume)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     check_model_path(output)
-    checkpoint_dir = Path(args.checkpoint_dir or f"{output}.ckpt")
+    checkpoint_dir = None
+    if not args.no_checkpoint:
+        checkpoint_dir = Path(args.checkpoint_dir or f"{output}.ckpt")
+        _check_checkpoint_dir(checkpoint_dir, args.resume)
+    elif args.resume:
+        raise InvalidParameterError("--resume needs checkpoints; drop --no-checkpoint")
     estimator = AutoEncoder(
         kind=args.kind,
         latent_dim=args.latent_dim,
@@ -219,10 +230,28 @@ def run(args: argparse.Namespace) -> int:
         "trained_on": str(args.data),
     }
     estimator.save(output)
-    if args.checkpoint_dir is None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if checkpoint_dir is not None and args.checkpoint_dir is None:
+        remove_checkpoint(checkpoint_dir)
     say(args, _summary(estimator, output))
     return 0
+
+
+def _check_checkpoint_dir(folder: Path, resume: bool) -> None:
+    """Refuse a checkpoint folder that holds files other than aelab's checkpoint."""
+    if not folder.exists():
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in CHECKPOINT_FILES)
+    if not folder.is_dir() or foreign:
+        raise InvalidParameterError(
+            f"the checkpoint folder {str(folder)!r} holds other files "
+            f"({', '.join(foreign[:3]) or 'it is a file'}); pass another "
+            "--checkpoint-dir"
+        )
+    if not resume and any(folder.iterdir()):
+        raise InvalidParameterError(
+            f"{str(folder)!r} holds a checkpoint of an unfinished run; continue it "
+            "with --resume, or delete the folder to start over"
+        )
 
 
 def _summary(estimator: AutoEncoder, output: Path) -> str:

@@ -324,9 +324,17 @@ def convert_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 
 def save_images(
-    folder_or_file: Path, records: Sequence[ImageRecord], default_ext: str = ".png"
+    folder_or_file: Path,
+    records: Sequence[ImageRecord],
+    default_ext: str = ".png",
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write records to one file (a single record) or into a folder by name."""
+    """Write records to one file (a single record) or into a folder by name.
+
+    Raises:
+        InvalidParameterError: A target file exists and ``overwrite`` is False;
+            nothing is written then.
+    """
     target = Path(folder_or_file)
     if is_image_path(target):
         if len(records) != 1:
@@ -334,17 +342,27 @@ def save_images(
                 f"{len(records)} images cannot go into the single file {str(target)!r};"
                 " give a folder as output"
             )
-        write_image(target, records[0])
-        return [target]
-    os.makedirs(target, exist_ok=True)
-    paths = []
-    for record in records:
-        name = Path(record.name or "image")
-        path = target / (
-            name.stem + (name.suffix if is_image_path(name) else default_ext)
+        paths = [target]
+    else:
+        paths = [target / _output_name(record, default_ext) for record in records]
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise InvalidParameterError(
+            f"{len(existing)} output images already exist, such as "
+            f"{str(existing[0])!r}; choose another output or pass --overwrite"
         )
-        if record.bit_depth == 16 and path.suffix.lower() in (".jpg", ".jpeg"):
-            path = path.with_suffix(".png")
+    if not is_image_path(target):
+        os.makedirs(target, exist_ok=True)
+    for path, record in zip(paths, records, strict=True):
         write_image(path, record)
-        paths.append(path)
     return paths
+
+
+def _output_name(record: ImageRecord, default_ext: str) -> str:
+    name = Path(record.name or "image")
+    path = Path(name.stem + (name.suffix if is_image_path(name) else default_ext))
+    lossy = path.suffix.lower() in (".jpg", ".jpeg")
+    # JPEG holds neither 16-bit values nor alpha, so those go to PNG.
+    if lossy and (record.bit_depth == 16 or record.channels in (2, 4)):
+        path = path.with_suffix(".png")
+    return path.name

@@ -22,6 +22,7 @@ from ..io_utils import atomic_path
 CHECKPOINT_VERSION = 1
 TENSORS = "checkpoint.safetensors"
 METADATA = "checkpoint.json"
+CHECKPOINT_FILES = (TENSORS, METADATA)
 
 
 @dataclass
@@ -48,7 +49,8 @@ def save_checkpoint(
     """Write the checkpoint for the epoch just finished."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if state.best_weights is not None:
+    # When this epoch is the best, the best weights are the model's: store them once.
+    if state.best_weights is not None and state.best_epoch != state.epoch:
         tensors |= {f"best.{k}": v for k, v in state.best_weights.items()}
     optimizer_state = optimizer.state_dict()
     for index, values in optimizer_state["state"].items():
@@ -93,6 +95,8 @@ def load_checkpoint(
     device = next(model.parameters()).device
     model.load_state_dict(_with_prefix(tensors, "model.", device))
     best = _with_prefix(tensors, "best.", device)
+    if not best and metadata.get("best_epoch") == metadata.get("epoch"):
+        best = {k: v.clone() for k, v in model.state_dict().items()}
 
     per_param: dict[int, dict[str, Tensor]] = {}
     for key, value in _with_prefix(tensors, "optimizer.", device).items():
@@ -115,3 +119,20 @@ def _with_prefix(
         for k, v in tensors.items()
         if k.startswith(prefix)
     }
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete aelab's checkpoint files, and the folder if nothing else is left."""
+    for name in CHECKPOINT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def saved_seed(folder: Path) -> int | None:
+    """Return the seed of the run checkpointed in ``folder``, if there is one."""
+    try:
+        metadata = json.loads((folder / METADATA).read_text())
+        return int(metadata["fingerprint"]["train"]["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
