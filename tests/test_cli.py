@@ -226,7 +226,7 @@ def test_sample_and_info_for_variational(capsys, tmp_path):
     code, out, _ = run(capsys, "info", model)
     assert code == 0
     assert "variational conv autoencoder, 8-d code" in out
-    assert "images 8x8, 1 channels" in out
+    assert "images 8x8, 1 channel" in out
 
 
 def test_sample_needs_variational(capsys, tmp_path):

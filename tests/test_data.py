@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,41 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert pixels.shape == (40, 20, 3)
     assert pixels[:15].mean() > 0.95  # the white half is now on top
     assert pixels[-15:].mean() < 0.05
+
+
+def test_repeated_column_names_raise() -> None:
+    frame = pd.DataFrame([[1.0, 2.0, 3.0]] * 4, columns=["a", "b", "a"])
+    with pytest.raises(InvalidDataError, match=r"repeated column names \['a'\]"):
+        TablePreprocessor().fit(frame)
+
+
+def test_all_empty_text_column_raises() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "note": [None, None, None]})
+    with pytest.raises(InvalidDataError, match="column 'note' has no values"):
+        TablePreprocessor().fit(frame)
+
+
+def test_date_objects_raise() -> None:
+    days = [datetime.date(2024, 1, day) for day in (1, 2, 3)]
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "signup": days})
+    with pytest.raises(InvalidDataError, match="column 'signup' holds dates"):
+        TablePreprocessor().fit(frame)
+
+
+def test_huge_values_scale_without_overflow() -> None:
+    frame = pd.DataFrame({"income": [1e295, 2e295, 3e295]})
+    scaled = TablePreprocessor().fit(frame).transform(frame)
+    np.testing.assert_allclose(scaled[:, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+
+
+def test_float32_overflow_names_column() -> None:
+    pre = TablePreprocessor().fit(pd.DataFrame({"income": [1.0, 2.0, 3.0]}))
+    with pytest.raises(InvalidDataError, match="column 'income' has values too large"):
+        pre.transform(pd.DataFrame({"income": [1e300]}))
+
+
+def test_semicolon_csv_is_named(tmp_path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b\n1;2\n3;4\n")
+    with pytest.raises(InvalidDataError, match="looks separated by ';'"):
+        load(path)

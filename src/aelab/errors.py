@@ -4,6 +4,8 @@ Every exception derives from :class:`AelabError` and also from the built-in clas
 caller would expect, so ``except ValueError`` keeps working.
 """
 
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
 
 class AelabError(Exception):
     """Base class of every error that aelab raises on purpose."""
@@ -17,8 +19,12 @@ class InvalidParameterError(AelabError, ValueError):
     """A constructor or command-line parameter has a value outside its range."""
 
 
-class NotFittedError(AelabError, ValueError, AttributeError):
-    """A method that needs a trained model was called before ``fit``."""
+class NotFittedError(AelabError, SklearnNotFittedError):
+    """A method that needs a trained model was called before ``fit``.
+
+    It subclasses scikit-learn's NotFittedError (a ValueError and AttributeError),
+    so scikit-learn's own checks recognise it.
+    """
 
 
 class ModelFormatError(AelabError, ValueError):

@@ -370,6 +370,11 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             return _Input(X)
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
+        if hasattr(X, "tocsr") or hasattr(X, "sparse"):
+            raise InvalidDataError(
+                "sparse matrices are not supported; pass a dense array "
+                "(X.toarray()) or a DataFrame"
+            )
         array = np.asarray(X)
         if array.ndim == 1:
             raise InvalidDataError(
@@ -388,6 +393,11 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
                 raise InvalidDataError(
                     "this model was trained on a table, but got images; pass rows "
                     f"with the columns {pre.input_names[:5]}..."
+                )
+            if given.from_array and data.shape[1] != len(pre.input_names):
+                raise InvalidDataError(
+                    f"expected {len(pre.input_names)} columns, got an array with "
+                    f"{data.shape[1]}; pass rows shaped like the training data"
                 )
             if given.from_array != pre.from_array and data.shape[1] == len(
                 pre.input_names
@@ -418,7 +428,10 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
         as_array = like.from_array if like is not None else pre.from_array
         if isinstance(pre, TablePreprocessor):
             frame = pre.inverse_transform(x_hat)
-            return frame.to_numpy(dtype=np.float64) if as_array else frame
+            if not as_array:
+                return frame
+            single = like is not None and like.dtype == "float32"
+            return frame.to_numpy(dtype=np.float32 if single else np.float64)
         x_hat = x_hat.reshape(len(x_hat), *pre.shape)  # (N, C, H, W)
         templates = like.data if like is not None else None
         records = pre.inverse_transform(x_hat, templates)  # type: ignore[arg-type]

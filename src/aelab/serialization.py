@@ -167,16 +167,27 @@ def load_model(path: Path, device: str = "auto") -> Any:
     estimator.device_ = estimator._resolve_device()
     estimator.model_ = model.to(estimator.device_).eval()
     estimator.preprocessor_ = preprocessor
+    try:
+        _restore_training_state(estimator, training)
+    except (KeyError, TypeError) as err:
+        raise ModelFormatError(
+            f"model config {str(path / CONFIG)!r} lacks training field {err}; save or "
+            "train the model again"
+        ) from err
+    estimator.metadata_ = config.get("metadata", {})
+    return estimator
+
+
+def _restore_training_state(estimator: Any, training: dict[str, Any]) -> None:
     estimator.seed_ = training["seed"]
     estimator.loss_ = training["loss"]
     estimator.n_features_in_ = training["n_features_in"]
-    if preprocessor.kind == "table" and not preprocessor.from_array:
-        estimator.feature_names_in_ = np.asarray(preprocessor.input_names, dtype=object)
+    pre = estimator.preprocessor_
+    if pre.kind == "table" and not pre.from_array:
+        estimator.feature_names_in_ = np.asarray(pre.input_names, dtype=object)
     estimator.best_epoch_ = training["best_epoch"]
     estimator.stopped_early_ = training["stopped_early"]
     estimator.history_ = training["history"]
-    estimator.metadata_ = config.get("metadata", {})
-    return estimator
 
 
 def _load_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:

@@ -15,6 +15,16 @@ from ..errors import InvalidDataError, InvalidParameterError
 from ..estimator import AutoEncoder
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only where a default exists and the text lacks one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 @dataclass
 class Inputs:
     """Data read for a command, with the identifiers to carry into outputs."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..demo import run_demo
 from ..io_utils import check_output_path
-from .common import say
+from .common import HelpFormatter, say
 
 HELP = "train three autoencoders on scikit-learn's digits and write figures"
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=HELP.capitalize() + ": reconstructions, samples, denoised digits, "
         "loss curves, embeddings and a 2-D map, metrics against PCA, and an HTML "
         "page showing them all. Takes about a minute on 2 CPU cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "-o", "--output", default="aelab-demo", metavar="DIR", help="folder to write"

@@ -19,6 +19,7 @@ from ..errors import InvalidParameterError
 from ..io_utils import check_output_path
 from ..plots import heat_map_overlay, save_score_histogram
 from .common import (
+    HelpFormatter,
     add_model_argument,
     check_not_input,
     inputs_for_model,
@@ -49,7 +50,7 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
         description=text.capitalize() + ". The threshold is set on a held-out part "
         "of DATA at the false-positive rate --fpr (default 0.01), or from "
         "--contamination.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("data", metavar="DATA", help="reference data, as for 'aelab fit'")
     p.add_argument(
@@ -100,7 +101,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
         help=text,
         description=text.capitalize() + ". Writes id, score, is_anomaly and, for "
         "tables, the columns that contribute most to each score.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_argument(p)
     p.add_argument("data", metavar="DATA", help="data to score")
@@ -135,7 +136,7 @@ def _add_drift(commands: argparse._SubParsersAction) -> None:
         help=text,
         description=text.capitalize() + ": Kolmogorov-Smirnov tests on anomaly scores "
         "and on each embedding dimension, Bonferroni-corrected into one p-value.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_argument(p)
     p.add_argument("reference", metavar="REFERENCE", help="data known to be normal")

@@ -14,7 +14,14 @@ from ..data.sources import OUTPUT_EXTENSIONS
 from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..io_utils import atomic_path, check_output_path
-from .common import Inputs, add_model_argument, check_not_input, inputs_for_model, say
+from .common import (
+    HelpFormatter,
+    Inputs,
+    add_model_argument,
+    check_not_input,
+    inputs_for_model,
+    say,
+)
 
 ENCODE_HELP = "write the embedding (code) of every row or image"
 RECONSTRUCT_HELP = "encode and decode data, writing the reconstruction"
@@ -34,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             name,
             help=text,
             description=text.capitalize() + ".",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         add_model_argument(p)
         p.add_argument("data", metavar="DATA", help="data path, as for 'aelab fit'")

@@ -11,7 +11,7 @@ from ..estimator import AutoEncoder
 from ..serialization import check_model_path
 from ..training import LOSSES, NOISE_KINDS
 from ..training.checkpoint import CHECKPOINT_FILES, remove_checkpoint
-from .common import parse_image_size, parse_int_list, read_inputs, say
+from .common import HelpFormatter, parse_image_size, parse_int_list, read_inputs, say
 
 HELP = "train an autoencoder on a table or images and save it"
 
@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=HELP,
         description=HELP.capitalize() + ". DATA is a CSV, Parquet, NPY or NPZ file, "
         "an image file, or a folder of images or Parquet files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("data", metavar="DATA", help="training data path")
     p.add_argument(

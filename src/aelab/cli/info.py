@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelFormatError
 from ..serialization import read_config
 from .common import add_model_argument
 
@@ -25,7 +26,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(config, indent=1))
         return 0
-    for label, value in describe(config):
+    try:
+        rows = describe(config)
+    except (KeyError, TypeError, IndexError) as err:
+        raise ModelFormatError(
+            f"the config of {args.model!r} is incomplete ({err!r} missing or invalid); "
+            "train or save the model again"
+        ) from err
+    for label, value in rows:
         print(f"{label:<14}{value}")
     return 0
 
@@ -70,7 +78,9 @@ def describe(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _describe_input(pre: dict[str, Any]) -> str:
     if pre["kind"] == "image":
-        return f"images {pre['height']}x{pre['width']}, {pre['channels']} channels"
+        channels = pre["channels"]
+        plural = "channel" if channels == 1 else "channels"
+        return f"images {pre['height']}x{pre['width']}, {channels} {plural}"
     columns = pre["columns"]
     numeric = [c["name"] for c in columns if c["type"] == "numeric"]
     categorical = [c["name"] for c in columns if c["type"] == "categorical"]

@@ -21,21 +21,49 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train autoencoders on your tables and images, and use them.",
     )
     parser.add_argument("--version", action="version", version=f"aelab {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for errors"
-    )
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument(
-        "-v", "--verbose", action="store_true", help="log the losses of every epoch"
-    )
-    verbosity.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars or summaries"
-    )
+    add_global_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(debug=False, verbose=False, quiet=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for command in COMMANDS:
         command.add_parser(subparsers)
+    for child in _subparsers(parser):
+        add_global_options(child, argparse.SUPPRESS)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += [child, *_subparsers(child)]
+    return found
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """Add --debug, -v and -q; subcommands repeat them so they work after it too."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show full tracebacks for errors",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="log the losses of every epoch",
+    )
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress bars or summaries",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

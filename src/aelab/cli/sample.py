@@ -13,7 +13,7 @@ from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..io_utils import check_output_path
 from ..plots import save_grid
-from .common import add_model_argument, say
+from .common import HelpFormatter, add_model_argument, say
 
 HELP = "draw new samples from a variational model"
 
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=HELP,
         description=HELP.capitalize() + " (trained with 'aelab fit --variational'). "
         "Image models write a grid image; table models write a table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_argument(p)
     p.add_argument("-n", "--n-samples", type=int, default=64, help="samples to draw")

@@ -74,7 +74,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
         table = pa_csv.read_csv(path, read_options=options)
     except (pa.ArrowInvalid, OSError) as err:
         raise InvalidDataError(f"cannot read CSV {str(path)!r}: {err}") from err
-    return table.to_pandas()
+    frame = table.to_pandas()
+    if frame.shape[1] == 1:
+        for separator in (";", "\t", "|"):
+            if separator in str(frame.columns[0]):
+                shown = "tab" if separator == "\t" else repr(separator)
+                raise InvalidDataError(
+                    f"{str(path)!r} looks separated by {shown}, not commas; aelab "
+                    "reads comma-separated files, so convert it first"
+                )
+    return frame
 
 
 def _csv_layout(path: Path, probe_rows: int = 20) -> tuple[int, list[str] | None]:

@@ -18,6 +18,7 @@ from ..errors import DataConversionWarning, InvalidDataError, InvalidParameterEr
 
 Scaling = Literal["standard", "minmax", "none"]
 SCALINGS: tuple[str, ...] = ("standard", "minmax", "none")
+_DATE_TYPES = ("date", "datetime", "datetime64", "time")
 MISSING = "<missing>"  # the category that missing values of a categorical column take
 
 
@@ -75,12 +76,24 @@ class TablePreprocessor:
             raise InvalidDataError("the table has no rows; pass at least one row")
         if frame.shape[1] == 0:
             raise InvalidDataError("the table has no columns to train on")
+        names = [str(c) for c in frame.columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidDataError(
+                f"the table has repeated column names {repeated}; rename them so "
+                "that every column name is unique"
+            )
         self.from_array = from_array
-        self.columns = [self._fit_column(frame[name]) for name in frame.columns]
+        self.columns = [self._fit_column(frame.iloc[:, i]) for i in range(len(names))]
         return self
 
     def _fit_column(self, series: pd.Series) -> NumericColumn | CategoricalColumn:
         name = str(series.name)
+        if series.isna().all():
+            raise InvalidDataError(
+                f"column {name!r} has no values, only missing cells; drop the "
+                "column (aelab fit --drop COLUMN, or frame.drop(columns=...))"
+            )
         if _is_numeric(series):
             values = _numeric_values(series)
             if np.isinf(values).any():
@@ -102,7 +115,8 @@ class TablePreprocessor:
                 float(np.median(finite)),
                 bool(finite.size < values.size),
             )
-        if pd.api.types.is_datetime64_any_dtype(series):
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        if pd.api.types.is_datetime64_any_dtype(series) or inferred in _DATE_TYPES:
             raise InvalidDataError(
                 f"column {name!r} holds dates; convert it to numbers (for example "
                 "days since a fixed date) or drop it"
@@ -173,7 +187,16 @@ class TablePreprocessor:
         if len(frame) == 0:
             raise InvalidDataError("the table has no rows; pass at least one row")
         blocks = [self._transform_column(frame[c.name], c) for c in self.columns]
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        matrix = np.concatenate(blocks, axis=1)
+        too_large = np.abs(matrix) > np.finfo(np.float32).max
+        if too_large.any():
+            name = self.feature_names[int(np.flatnonzero(too_large.any(axis=0))[0])]
+            raise InvalidDataError(
+                f"column {name!r} has values too large for float32 after scaling "
+                f"(up to {np.abs(matrix).max():.3g}); rescale the column, for example "
+                "divide it by a power of ten, or use scaling='minmax'"
+            )
+        return matrix.astype(np.float32)
 
     def _transform_column(
         self, series: pd.Series, column: NumericColumn | CategoricalColumn
@@ -284,7 +307,11 @@ def _labels(series: pd.Series) -> list[str]:
 
 def _scaling_stats(values: np.ndarray, scaling: str) -> tuple[float, float]:
     if scaling == "standard":
-        center, scale = float(values.mean()), float(values.std())
+        # Dividing by the largest magnitude first keeps the variance of values
+        # near 1e300 from overflowing to inf.
+        magnitude = float(np.abs(values).max()) or 1.0
+        center = float((values / magnitude).mean() * magnitude)
+        scale = float((values / magnitude).std() * magnitude)
     elif scaling == "minmax":
         center, scale = float(values.min()), float(values.max() - values.min())
     else:

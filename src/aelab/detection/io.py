@@ -113,13 +113,18 @@ def load_detector(path: str | os.PathLike[str], device: str = "auto") -> Any:
             f"cannot read {str(path / TENSORS)!r}: {err}; fit the detector again"
         ) from err
 
-    params = dict(config["params"])
-    params["device"] = device
-    detector = AnomalyDetector(**params)
-    members = range(config["members"])
+    try:
+        params = dict(config["params"]) | {"device": device}
+        detector = AnomalyDetector(**params)
+        members = range(config["members"])
+        detector.scales_ = [tensors[f"scale.{i}"].numpy() for i in members]
+        detector.reference_scores_ = tensors["reference_scores"].numpy()
+        detector.threshold_ = config["threshold"]
+        detector.images_ = config["images"]
+    except (KeyError, TypeError) as err:
+        raise ModelFormatError(
+            f"detector {str(path)!r} is incomplete ({err!r} missing or invalid); fit "
+            "the detector again"
+        ) from err
     detector.models_ = [load_model(path / f"member-{i}", device) for i in members]
-    detector.scales_ = [tensors[f"scale.{i}"].numpy() for i in members]
-    detector.reference_scores_ = tensors["reference_scores"].numpy()
-    detector.threshold_ = config["threshold"]
-    detector.images_ = config["images"]
     return detector
