@@ -306,3 +306,39 @@ def test_semicolon_csv_is_named(tmp_path) -> None:
     path.write_text("a;b\n1;2\n3;4\n")
     with pytest.raises(InvalidDataError, match="looks separated by ';'"):
         load(path)
+
+
+def _write_png_16_bit_rgb(path: Path, pixels: np.ndarray) -> None:
+    """Write (H, W, 3) uint16 pixels as a PNG by hand; Pillow cannot write this mode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    height, width, _ = pixels.shape
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_16_bit_colour_png_warns(tmp_path) -> None:
+    path = tmp_path / "rgb16.png"
+    _write_png_16_bit_rgb(path, np.full((4, 5, 3), 40000, dtype=np.uint16))
+    with pytest.warns(DataConversionWarning, match="16-bit colour PNG"):
+        record = read_image(path)
+    assert record.pixels.shape == (4, 5, 3)
+    assert record.bit_depth == 8
+
+
+def test_parquet_folder_with_other_columns_raises(tmp_path) -> None:
+    pd.DataFrame({"a": [1.0], "b": [2.0]}).to_parquet(tmp_path / "1.parquet")
+    pd.DataFrame({"a": [1.0], "c": [2.0]}).to_parquet(tmp_path / "2.parquet")
+    with pytest.raises(InvalidDataError, match=r"missing \['b'\], extra \['c'\]"):
+        load(tmp_path)

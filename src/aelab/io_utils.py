@@ -26,9 +26,15 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and tmp.is_dir():
+            # Folders cannot be swapped in one call, so move the old one aside and
+            # put it back if the second move fails or is interrupted.
             old = target.with_name(f".{target.name}.old.{os.getpid()}")
             os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, target)

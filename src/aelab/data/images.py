@@ -84,7 +84,22 @@ def read_image(path: Path) -> ImageRecord:
         raise InvalidDataError(
             f"cannot read image {str(path)!r}: {err}; re-save or remove the file"
         ) from err
+    if bit_depth == 8 and _is_16_bit_color_png(path):
+        warnings.warn(
+            f"{path.name!r} is a 16-bit colour PNG; Pillow reads it as 8-bit, so "
+            "it is processed and written back with 8 bits per channel",
+            DataConversionWarning,
+            stacklevel=2,
+        )
     return ImageRecord(pixels, bit_depth, path.name)
+
+
+def _is_16_bit_color_png(path: Path) -> bool:
+    """Read the bit depth and colour type from a PNG's IHDR chunk."""
+    with open(path, "rb") as f:
+        header = f.read(26)
+    is_png = header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
+    return is_png and header[24] == 16 and header[25] in (2, 4, 6)
 
 
 def read_images(paths: Sequence[Path], progress: bool = False) -> list[ImageRecord]:

@@ -106,9 +106,22 @@ def _csv_layout(path: Path, probe_rows: int = 20) -> tuple[int, list[str] | None
             stacklevel=4,
         )
         skip = 1
-    if all(_is_number(field) for field in rows[skip]):
+    first = rows[skip]
+    # A first row of numbers with a fraction among them is data, not a header; a
+    # row of whole numbers such as "2019,2020" stays a header, as pyarrow reads it.
+    if all(_is_number(f) for f in first) and not all(_is_integer(f) for f in first):
+        warnings.warn(
+            f"the first row of {path.name!r} is numbers, so it is read as data and "
+            f"the columns are named x0 to x{width - 1}",
+            DataConversionWarning,
+            stacklevel=4,
+        )
         return skip, [f"x{i}" for i in range(width)]
     return skip, None
+
+
+def _is_integer(text: str) -> bool:
+    return text.strip().lstrip("+-").isdigit()
 
 
 def _is_number(text: str) -> bool:
@@ -120,11 +133,36 @@ def _is_number(text: str) -> bool:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        _check_same_schema(path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise InvalidDataError(f"cannot read Parquet {str(path)!r}: {err}") from err
     return table.to_pandas()
+
+
+def _check_same_schema(folder: Path) -> None:
+    """Raise if the Parquet files of a folder do not share one set of columns."""
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".parquet", ".pq")
+    )
+    try:
+        schemas = [(p, pq.read_schema(p)) for p in files]
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataError(
+            f"cannot read Parquet in {str(folder)!r}: {err}"
+        ) from err
+    first_path, first = schemas[0]
+    for other_path, other in schemas[1:]:
+        if set(other.names) != set(first.names):
+            missing = sorted(set(first.names) - set(other.names))
+            extra = sorted(set(other.names) - set(first.names))
+            raise InvalidDataError(
+                f"{other_path.name!r} has other columns than {first_path.name!r} "
+                f"(missing {missing}, extra {extra}); a Parquet folder must hold "
+                "files with the same columns"
+            )
 
 
 def _read_numpy(path: Path) -> np.ndarray:
