@@ -344,7 +344,7 @@ def test_fit_keeps_foreign_checkpoint_folder(capsys, tmp_path):
     mine.write_text("keep")
     code, _, err = run(capsys, "fit", breast_cancer_csv(), "-o", tmp_path / "m", *SMALL)
     assert code == 1
-    assert "holds other files (important.txt)" in err
+    assert "contains other files (important.txt)" in err
     assert mine.read_text() == "keep"
     code, _, err = run(
         capsys,

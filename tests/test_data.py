@@ -285,7 +285,7 @@ def test_all_empty_text_column_raises() -> None:
 def test_date_objects_raise() -> None:
     days = [datetime.date(2024, 1, day) for day in (1, 2, 3)]
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "signup": days})
-    with pytest.raises(InvalidDataError, match="column 'signup' holds dates"):
+    with pytest.raises(InvalidDataError, match="column 'signup' contains dates"):
         TablePreprocessor().fit(frame)
 
 

@@ -12,7 +12,7 @@ class AelabError(Exception):
 
 
 class InvalidDataError(AelabError, ValueError):
-    """The input data cannot be used as given; the message says how to fix it."""
+    """The input data cannot be used as given; the message explains how to fix it."""
 
 
 class InvalidParameterError(AelabError, ValueError):

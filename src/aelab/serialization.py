@@ -1,6 +1,6 @@
 """Model folders: ``model.safetensors`` (weights) and ``config.json`` (all else).
 
-config.json holds the format name and version, the aelab and torch versions that
+config.json contains the format name and version, the aelab and torch versions that
 wrote it, the estimator's parameters, the architecture, the fitted preprocessing
 (input schema and statistics), and the training history. Loading reads JSON and
 safetensors only, so it never unpickles anything.

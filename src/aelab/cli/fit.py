@@ -237,19 +237,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_checkpoint_dir(folder: Path, resume: bool) -> None:
-    """Refuse a checkpoint folder that holds files other than aelab's checkpoint."""
+    """Refuse a checkpoint folder that contains files other than aelab's checkpoint."""
     if not folder.exists():
         return
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in CHECKPOINT_FILES)
     if not folder.is_dir() or foreign:
         raise InvalidParameterError(
-            f"the checkpoint folder {str(folder)!r} holds other files "
+            f"the checkpoint folder {str(folder)!r} contains other files "
             f"({', '.join(foreign[:3]) or 'it is a file'}); pass another "
             "--checkpoint-dir"
         )
     if not resume and any(folder.iterdir()):
         raise InvalidParameterError(
-            f"{str(folder)!r} holds a checkpoint of an unfinished run; continue it "
+            f"{str(folder)!r} contains a checkpoint of an unfinished run; continue it "
             "with --resume, or delete the folder to start over"
         )
 

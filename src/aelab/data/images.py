@@ -377,7 +377,7 @@ def _output_name(record: ImageRecord, default_ext: str) -> str:
     name = Path(record.name or "image")
     path = Path(name.stem + (name.suffix if is_image_path(name) else default_ext))
     lossy = path.suffix.lower() in (".jpg", ".jpeg")
-    # JPEG holds neither 16-bit values nor alpha, so those go to PNG.
+    # JPEG stores neither 16-bit values nor alpha, so those go to PNG.
     if lossy and (record.bit_depth == 16 or record.channels in (2, 4)):
         path = path.with_suffix(".png")
     return path.name

@@ -180,8 +180,8 @@ def _read_numpy(path: Path) -> np.ndarray:
         key = "X" if "X" in keys else keys[0] if len(keys) == 1 else None
         if key is None:
             raise InvalidDataError(
-                f"{str(path)!r} holds arrays {keys}; name the data array 'X' or save "
-                "only one array"
+                f"{str(path)!r} contains arrays {keys}; name the data array 'X' or "
+                "save only one array"
             )
         return data[key]
 

@@ -118,7 +118,7 @@ class TablePreprocessor:
         inferred = pd.api.types.infer_dtype(series, skipna=True)
         if pd.api.types.is_datetime64_any_dtype(series) or inferred in _DATE_TYPES:
             raise InvalidDataError(
-                f"column {name!r} holds dates; convert it to numbers (for example "
+                f"column {name!r} contains dates; convert it to numbers (for example "
                 "days since a fixed date) or drop it"
             )
         labels = _labels(series)
@@ -205,7 +205,7 @@ class TablePreprocessor:
             return self._one_hot(series, column)
         if not _is_numeric(series):
             raise InvalidDataError(
-                f"column {column.name!r} was numeric in training but now holds "
+                f"column {column.name!r} was numeric in training but now contains "
                 f"{series.dtype} values such as {series.dropna().iloc[:3].tolist()}; "
                 "pass numbers in this column"
             )
