@@ -35,7 +35,7 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "hidden_dims": (64, 32),
     "latent_dim": 16,
     "learning_rate": 0.01,
-    "batch_size": 256,
+    "batch_size": 512,
 }
 # Autoencoder settings for image data, unless autoencoder_params overrides them.
 # Measured on digits one-class (train on one digit, score all test digits): the
