@@ -28,7 +28,6 @@ import platform
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -596,9 +595,6 @@ def _jsonable(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    # PyOD and scikit-learn warn about future changes in their defaults; the
-    # settings used are recorded in the JSON output.
-    warnings.filterwarnings("ignore", category=FutureWarning)
     started = time.perf_counter()
     environment = describe_environment()
     print(
