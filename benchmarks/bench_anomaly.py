@@ -358,8 +358,8 @@ def run_tables(args: argparse.Namespace, params: dict[str, Any]) -> list[dict]:
 def warm_up(methods: dict[str, Callable[..., Scorer]]) -> None:
     """Fit every method once, untimed, so that first-call costs stay out of timings.
 
-    In the runs recorded in RESULTS.md, PyOD's first fit in a process took about
-    2.5 s longer than its later fits.
+    In the runs recorded in RESULTS.md, PyOD's first fit in a process took over
+    2 s longer than its later fits.
     """
     rows = np.random.default_rng(0).normal(size=(200, 6))
     for fit in methods.values():
