@@ -41,27 +41,7 @@ def read_inputs(
     drop: list[str] | None = None,
 ) -> Inputs:
     """Load a data path, splitting off the id column and dropping columns."""
-    data = load(path, progress=progress)
-    if isinstance(data, list):
-        return Inputs(data, [record.name for record in data], "file")
-    if isinstance(data, np.ndarray):
-        if id_column or drop:
-            raise InvalidParameterError(
-                f"{path!r} is an array without column names, so --id-column and "
-                "--drop do not apply; save it as CSV or Parquet to name columns"
-            )
-        return Inputs(data, None, None)
-    names = [str(c) for c in data.columns]
-    for name in [id_column] * bool(id_column) + list(drop or []):
-        if name not in names:
-            raise InvalidDataError(
-                f"column {name!r} not found in {path!r}; its columns are "
-                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
-            )
-    ids = data.pop(id_column).tolist() if id_column else None
-    if drop:
-        data = data.drop(columns=drop)
-    return Inputs(data, ids, id_column)
+    return split_inputs(load(path, progress=progress), path, id_column, drop or [])
 
 
 def inputs_for_model(
@@ -77,25 +57,30 @@ def inputs_for_model(
     if id_column is None and metadata.get("id_column") in columns:
         id_column = metadata["id_column"]
     drop = [c for c in metadata.get("dropped_columns", []) if c in columns]
-    return read_inputs_from(raw, path, id_column, drop)
+    return split_inputs(raw, path, id_column, drop)
 
 
-def read_inputs_from(
-    raw: Any, path: str, id_column: str | None, drop: list[str]
-) -> Inputs:
-    if isinstance(raw, pd.DataFrame):
-        names = [str(c) for c in raw.columns]
-        if id_column and id_column not in names:
-            raise InvalidDataError(
-                f"column {id_column!r} not found in {path!r}; its columns are "
-                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
-            )
-        frame = raw.drop(columns=drop)
-        ids = frame.pop(id_column).tolist() if id_column else None
-        return Inputs(frame, ids, id_column)
+def split_inputs(raw: Any, path: str, id_column: str | None, drop: list[str]) -> Inputs:
+    """Split loaded data into the model's input and the identifiers to carry."""
     if isinstance(raw, list):
         return Inputs(raw, [record.name for record in raw], "file")
-    return Inputs(raw, None, None)
+    if isinstance(raw, np.ndarray):
+        if id_column or drop:
+            raise InvalidParameterError(
+                f"{path!r} is an array without column names, so --id-column and "
+                "--drop do not apply; save it as CSV or Parquet to name columns"
+            )
+        return Inputs(raw, None, None)
+    names = [str(c) for c in raw.columns]
+    for name in ([id_column] if id_column else []) + drop:
+        if name not in names:
+            raise InvalidDataError(
+                f"column {name!r} not found in {path!r}; its columns are "
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+            )
+    frame = raw.drop(columns=drop)
+    ids = frame.pop(id_column).tolist() if id_column else None
+    return Inputs(frame, ids, id_column)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:

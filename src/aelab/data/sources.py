@@ -177,8 +177,11 @@ def _read_numpy(path: Path) -> np.ndarray:
         return data
     with data:
         keys = list(data.keys())
-        key = "X" if "X" in keys else keys[0] if len(keys) == 1 else None
-        if key is None:
+        if "X" in keys:
+            key = "X"
+        elif len(keys) == 1:
+            key = keys[0]
+        else:
             raise InvalidDataError(
                 f"{str(path)!r} contains arrays {keys}; name the data array 'X' or "
                 "save only one array"
