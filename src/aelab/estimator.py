@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +16,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .data import ImagePreprocessor, ImageRecord, Preprocessor, TablePreprocessor, load
 from .data.images import array_to_records
+from .data.stream import ParquetDataset, fit_preprocessor, training_batches
 from .data.tables import SCALINGS, array_to_frame
 from .errors import InvalidDataError, InvalidParameterError, NotFittedError
 from .models import Autoencoder, ConvAutoencoder, DenseAutoencoder
 from .training import LOSSES, Noise, TrainConfig, Trainer, element_loss
 from .training.checkpoint import saved_seed
+from .training.distributed import broadcast_int
 
 logger = logging.getLogger(__name__)
 
@@ -166,36 +168,116 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             raise InvalidParameterError("resume=True needs checkpoint_dir to be set")
         given = self._read(X)
         self.metadata_: dict[str, Any] = {}
-        self.preprocessor_ = self._make_preprocessor(given)
-        matrix = self._to_matrix(given)
+        self.preprocessor_, matrix = self._fit_preprocessor(given)
         self.n_features_in_ = int(np.prod(matrix.shape[1:]))
         if isinstance(given.data, pd.DataFrame) and not given.from_array:
             self.feature_names_in_ = np.asarray(given.data.columns, dtype=object)
-        self.loss_ = self._resolve_loss(matrix)
-        self._check_loss_range(matrix)
+        low = float(matrix.min(initial=0.0)) if matrix.size else 0.0
+        high = float(matrix.max(initial=0.0)) if matrix.size else 0.0
+        self.loss_ = self._resolve_loss(low, high)
+        self._check_loss_range(float(matrix.min()), float(matrix.max()))
 
         self.seed_ = self._resolve_seed(resume)
+        trainer = self._make_trainer(matrix.shape[1:], low, high)
+        x = torch.from_numpy(self._model_input(matrix))
+        try:
+            trainer.fit(x, resume=resume)
+        finally:
+            self._keep_training_state(trainer)
+        return self
+
+    def fit_stream(self, dataset: ParquetDataset, resume: bool = False) -> AutoEncoder:
+        """Train a dense model on a Parquet table without loading it into memory.
+
+        One pass over ``dataset`` fits the preprocessing, and each epoch reads the
+        table again in shuffled record batches (see :mod:`aelab.data.stream`).
+        Memory stays bounded by a few record batches plus the validation rows,
+        which are at most about 50,000. The imputation medians come from a random
+        sample of the rows, so on large tables they are estimates.
+
+        Args:
+            dataset: The table, with the id and dropped columns excluded.
+            resume: Continue from the checkpoint in ``checkpoint_dir``.
+
+        Returns:
+            self, fitted.
+        """
+        self._validate_params()
+        if resume and self.checkpoint_dir is None:
+            raise InvalidParameterError("resume=True needs checkpoint_dir to be set")
+        if self.kind == "conv":
+            raise InvalidParameterError(
+                "kind='conv' needs images, but streaming reads tables; use "
+                "kind='dense' (or 'auto')"
+            )
+        self.seed_ = self._resolve_seed(resume)
+        fitted = fit_preprocessor(
+            dataset,
+            self.scaling,
+            self.max_categories,
+            self.seed_,
+            float(self.validation_fraction),
+        )
+        self.metadata_ = {}
+        self.preprocessor_ = fitted.preprocessor
+        self.n_features_in_ = len(fitted.low)
+        self.feature_names_in_ = np.asarray(dataset.columns, dtype=object)
+        low, high = float(fitted.low.min()), float(fitted.high.max())
+        self.loss_ = self._resolve_loss(min(low, 0.0), max(high, 0.0))
+        self._check_loss_range(low, high)
+
+        trainer = self._make_trainer((len(fitted.low),), min(low, 0.0), max(high, 0.0))
+        context = trainer.dist
+        per_rank = -(-self.batch_size // context.world_size)
+
+        def batches(generator: torch.Generator) -> Any:
+            return training_batches(
+                dataset,
+                fitted.preprocessor,
+                per_rank,
+                generator,
+                self.seed_,
+                fitted.probability,
+                context.rank,
+                context.world_size,
+            )
+
+        try:
+            trainer.fit_stream(
+                batches,
+                torch.from_numpy(fitted.validation),
+                torch.from_numpy(fitted.low),
+                torch.from_numpy(fitted.high),
+                # Without epochs, so that a resumed run may train for more.
+                dataset.fingerprint()
+                | {"train": asdict(trainer.config) | {"epochs": None}},
+                resume=resume,
+            )
+        finally:
+            self._keep_training_state(trainer)
+        return self
+
+    def _make_trainer(
+        self, sample_shape: tuple[int, ...], low: float, high: float
+    ) -> Trainer:
         self.device_ = self._resolve_device()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
-            self.model_ = self._build_model(matrix).to(self.device_)
-        trainer = Trainer(
+            self.model_ = self._build_model(sample_shape, low, high).to(self.device_)
+        return Trainer(
             self.model_,
             self._train_config(),
             self.device_,
             progress=self.verbose > 0,
             checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
         )
-        x = torch.from_numpy(self._model_input(matrix))
-        try:
-            trainer.fit(x, resume=resume)
-        finally:
-            # Also on a diverged loss: the model then keeps its last good weights.
-            self.history_ = list(trainer.state.history)
-            self.best_epoch_ = trainer.state.best_epoch
-            self.stopped_early_ = trainer.state.stopped_early
-            self.model_.eval()
-        return self
+
+    def _keep_training_state(self, trainer: Trainer) -> None:
+        # Also on a diverged loss: the model then keeps its last good weights.
+        self.history_ = list(trainer.state.history)
+        self.best_epoch_ = trainer.state.best_epoch
+        self.stopped_early_ = trainer.state.stopped_early
+        self.model_.eval()
 
     def _validate_params(self) -> None:
         def check(name: str, ok: bool, allowed: str) -> None:
@@ -260,7 +342,8 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             saved = saved_seed(Path(self.checkpoint_dir)) if resume else None
             if saved is not None:
                 return saved
-            return int(np.random.default_rng().integers(2**31 - 1))
+            # Under torchrun every rank must draw the same seed: rank 0's.
+            return broadcast_int(int(np.random.default_rng().integers(2**31 - 1)))
         return int(self.random_state)
 
     def _resolve_device(self) -> torch.device:
@@ -293,7 +376,8 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
             seed=self.seed_,
         )
 
-    def _make_preprocessor(self, given: _Input) -> Preprocessor:
+    def _fit_preprocessor(self, given: _Input) -> tuple[Preprocessor, np.ndarray]:
+        """Fit the table or image preprocessor and return it with the matrix."""
         data, from_array = given.data, given.from_array
         if isinstance(data, pd.DataFrame):
             if self.kind == "conv":
@@ -302,18 +386,24 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
                     "columns; use kind='dense' (or 'auto') for tables"
                 )
             table = TablePreprocessor(self.scaling, self.max_categories)
-            return table.fit(data, from_array=from_array)
+            return table, table.fit_transform(data, from_array=from_array)
         size = tuple(int(s) for s in self.image_size) if self.image_size else None
         images = ImagePreprocessor(size).fit(data, from_array=from_array)
         images.array_dtype = given.dtype
-        return images
+        self.preprocessor_ = images
+        return images, self._to_matrix(given)
 
-    def _build_model(self, matrix: np.ndarray) -> Autoencoder:
-        unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
+    def _build_model(
+        self, sample_shape: tuple[int, ...], low: float, high: float
+    ) -> Autoencoder:
+        """Build the network for samples of ``sample_shape`` with values in
+        [low, high]; low and high include 0, as ``min(initial=0)`` does."""
+        unit = bool(low >= 0.0 and high <= 1.0)
         images = isinstance(self.preprocessor_, ImagePreprocessor)
         latent_dim = self.latent_dim
+        n_features = int(np.prod(sample_shape))
         if latent_dim == "auto":
-            latent_dim = int(np.clip(np.prod(matrix.shape[1:]) // 4, 2, 16))
+            latent_dim = int(np.clip(n_features // 4, 2, 16))
         activation = (
             "sigmoid" if self.loss_ == "bce" or (images and unit) else "identity"
         )
@@ -330,23 +420,23 @@ class AutoEncoder(TransformerMixin, BaseEstimator):
                 output_activation=activation,
             )
         return DenseAutoencoder(
-            int(np.prod(matrix.shape[1:])),
+            n_features,
             latent_dim,
             hidden_dims=tuple(self.hidden_dims or (256, 128)),
             variational=self.variational,
             output_activation=activation,
         )
 
-    def _resolve_loss(self, matrix: np.ndarray) -> str:
+    def _resolve_loss(self, low: float, high: float) -> str:
         if self.loss != "auto":
             return self.loss
-        unit = bool(matrix.min(initial=0.0) >= 0.0 and matrix.max(initial=0.0) <= 1.0)
+        unit = bool(low >= 0.0 and high <= 1.0)
         return "bce" if self.variational and unit else "mse"
 
-    def _check_loss_range(self, matrix: np.ndarray) -> None:
+    def _check_loss_range(self, low: float, high: float) -> None:
+        """Reject BCE unless every value lies in [0, 1]."""
         if self.loss_ != "bce":
             return
-        low, high = float(matrix.min()), float(matrix.max())
         if low >= 0.0 and high <= 1.0:
             return
         if isinstance(self.preprocessor_, ImagePreprocessor):

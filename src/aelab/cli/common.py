@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import ImageRecord, load
+from ..data.stream import ParquetDataset
 from ..errors import InvalidDataError, InvalidParameterError
 from ..estimator import AutoEncoder
 
@@ -58,6 +60,35 @@ def inputs_for_model(
         id_column = metadata["id_column"]
     drop = [c for c in metadata.get("dropped_columns", []) if c in columns]
     return split_inputs(raw, path, id_column, drop)
+
+
+def stream_inputs_for_model(
+    estimator: AutoEncoder, path: str, id_column: str | None
+) -> tuple[ParquetDataset, Iterator[Inputs]]:
+    """Open a Parquet table for a trained model and yield it in record batches.
+
+    Columns are chosen as :func:`inputs_for_model` chooses them. Returns the
+    dataset, for its row count, and an iterator over the batches.
+    """
+    metadata = getattr(estimator, "metadata_", {}) or {}
+    dataset = ParquetDataset(path)
+    columns = dataset.all_columns
+    if id_column is None and metadata.get("id_column") in columns:
+        id_column = metadata["id_column"]
+    drop = [c for c in metadata.get("dropped_columns", []) if c in columns]
+    batches = (split_inputs(frame, path, id_column, drop) for frame in dataset.frames())
+    return dataset, batches
+
+
+def add_stream_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read a Parquet file or folder in batches and write the output as "
+        "they are done, for tables larger than memory (default: stream Parquet "
+        "inputs larger than 1 GiB on disk)",
+    )
 
 
 def split_inputs(raw: Any, path: str, id_column: str | None, drop: list[str]) -> Inputs:

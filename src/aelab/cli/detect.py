@@ -12,6 +12,7 @@ import torch
 
 from ..data import ImageRecord, write_image, write_table
 from ..data.images import resize
+from ..data.stream import TableWriter, should_stream
 from ..detection import AnomalyDetector, drift_test
 from ..detection.detector import MIN_CALIBRATION_ROWS
 from ..detection.io import check_detector_path
@@ -21,11 +22,13 @@ from ..plots import heat_map_overlay, save_score_histogram
 from .common import (
     HelpFormatter,
     add_model_argument,
+    add_stream_option,
     check_not_input,
     inputs_for_model,
     parse_image_size,
     read_inputs,
     say,
+    stream_inputs_for_model,
 )
 
 HELP = "anomaly detection: fit on normal data, score new data, test for drift"
@@ -126,6 +129,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="images only: write per-pixel anomaly heat maps here",
     )
+    add_stream_option(p)
     p.set_defaults(run=run_score)
 
 
@@ -193,6 +197,12 @@ def run_score(args: argparse.Namespace) -> int:
         if extra:
             check_output_path(Path(extra))
     detector = AnomalyDetector.load(args.model)
+    if should_stream(args.data, args.stream):
+        if args.maps:
+            raise InvalidParameterError(
+                "--maps is for image data; tables get top_features"
+            )
+        return _score_stream(args, output, detector)
     inputs = inputs_for_model(
         detector.models_[0], args.data, args.progress, args.id_column
     )
@@ -223,6 +233,44 @@ def run_score(args: argparse.Namespace) -> int:
         args,
         f"scored {len(frame)} samples, {flagged} above the threshold "
         f"{detection.threshold:.4g}; wrote {output}",
+    )
+    return 0
+
+
+def _score_stream(
+    args: argparse.Namespace, output: Path, detector: AnomalyDetector
+) -> int:
+    """Score a Parquet table batch by batch, appending to the output.
+
+    Only the scores (8 bytes per row) stay in memory, for the histogram.
+    """
+    dataset, batches = stream_inputs_for_model(
+        detector.models_[0], args.data, args.id_column
+    )
+    scores, flagged = [], 0
+    with TableWriter(output, n_rows=dataset.n_rows) as writer:
+        for inputs in batches:
+            detection = detector.predict(inputs.data)
+            frame = detection.to_frame()
+            if inputs.ids is not None and inputs.id_name is not None:
+                frame.insert(0, inputs.id_name, inputs.ids)
+            contributions = detector.feature_contributions(inputs.data)
+            frame["top_features"] = _top_features(contributions, args.top)
+            writer.write(frame)
+            scores.append(detection.score)
+            flagged += int(detection.is_anomaly.sum())
+    threshold = detector._threshold()
+    if args.histogram:
+        save_score_histogram(
+            Path(args.histogram),
+            np.concatenate(scores),
+            threshold,
+            detector.reference_scores_,
+        )
+    say(
+        args,
+        f"scored {writer.rows_written} samples, {flagged} above the threshold "
+        f"{threshold:.4g}; wrote {output}",
     )
     return 0
 

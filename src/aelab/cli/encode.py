@@ -11,6 +11,7 @@ import pandas as pd
 from ..data import save_images, write_table
 from ..data.images import is_image_path
 from ..data.sources import OUTPUT_EXTENSIONS
+from ..data.stream import TableWriter, should_stream
 from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..io_utils import atomic_path, check_output_path
@@ -18,9 +19,11 @@ from .common import (
     HelpFormatter,
     Inputs,
     add_model_argument,
+    add_stream_option,
     check_not_input,
     inputs_for_model,
     say,
+    stream_inputs_for_model,
 )
 
 ENCODE_HELP = "write the embedding (code) of every row or image"
@@ -52,6 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="column copied into the output as the row identifier (default: "
             "the --id-column given to 'aelab fit'; images use their file names)",
         )
+        if name == "encode":
+            add_stream_option(p)
         if name == "reconstruct":
             p.add_argument(
                 "--overwrite",
@@ -86,11 +91,30 @@ def _with_ids(frame: pd.DataFrame, inputs: Inputs) -> pd.DataFrame:
 def run_encode(args: argparse.Namespace) -> int:
     output = _check_table_output(Path(args.output))
     check_not_input(output, args.data)
+    if should_stream(args.data, args.stream):
+        return _encode_stream(args, output)
     estimator, inputs = _load(args)
     codes = estimator.transform(inputs.data)
     columns = [f"z{i}" for i in range(codes.shape[1])]
     write_table(output, _with_ids(pd.DataFrame(codes, columns=columns), inputs))
     say(args, f"wrote {len(codes)} embeddings of length {codes.shape[1]} to {output}")
+    return 0
+
+
+def _encode_stream(args: argparse.Namespace, output: Path) -> int:
+    """Encode a Parquet table batch by batch, appending to the output."""
+    estimator = AutoEncoder.load(args.model)
+    dataset, batches = stream_inputs_for_model(estimator, args.data, args.id_column)
+    columns = [f"z{i}" for i in range(estimator.model_.latent_dim)]
+    with TableWriter(output, n_rows=dataset.n_rows) as writer:
+        for inputs in batches:
+            codes = estimator.transform(inputs.data)
+            writer.write(_with_ids(pd.DataFrame(codes, columns=columns), inputs))
+    say(
+        args,
+        f"wrote {writer.rows_written} embeddings of length {len(columns)} to "
+        f"{output}, streamed in batches of {dataset.batch_rows} rows",
+    )
     return 0
 
 

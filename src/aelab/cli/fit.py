@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
+from ..data.stream import ParquetDataset, should_stream
 from ..errors import InvalidParameterError
 from ..estimator import AutoEncoder
 from ..serialization import check_model_path
-from ..training import LOSSES, NOISE_KINDS
+from ..training import LOSSES, NOISE_KINDS, distributed
 from ..training.checkpoint import CHECKPOINT_FILES, remove_checkpoint
 from .common import HelpFormatter, parse_image_size, parse_int_list, read_inputs, say
 
@@ -34,10 +37,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="model folder to write (model.safetensors + config.json)",
     )
     p.set_defaults(run=run)
+    _add_task_options(p.add_argument_group("task"))
     _add_model_options(p.add_argument_group("model"), defaults)
     _add_training_options(p.add_argument_group("training"), defaults)
     _add_data_options(p.add_argument_group("data"), defaults)
     _add_run_options(p.add_argument_group("run"))
+
+
+# Image-to-image tasks train their own models from crops of DATA (image files
+# or folders); each module exposes ``fit_task(args) -> int``.
+TASK_MODULES = {
+    "compress": "aelab.codec.train",
+    "denoise": "aelab.restore.train",
+    "colorize": "aelab.restore.train",
+}
+
+
+def _add_task_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--task",
+        choices=("reconstruct", *TASK_MODULES),
+        default="reconstruct",
+        help="reconstruct trains a plain autoencoder on a table or images; "
+        "compress, denoise and colorize train an image model on random crops of "
+        "the photos in DATA (--steps, --crop-size, --batch-size, --lr, --seed)",
+    )
+    group.add_argument(
+        "--steps",
+        type=int,
+        help="optimiser steps for compress, denoise and colorize (default per task)",
+    )
+    group.add_argument(
+        "--crop-size",
+        type=int,
+        default=128,
+        help="side of the square training crops for compress, denoise and colorize",
+    )
+    group.add_argument(
+        "--max-minutes",
+        "--time-limit",
+        dest="max_minutes",
+        type=float,
+        metavar="MINUTES",
+        help="stop compress, denoise and colorize training after this many minutes "
+        "and save; the learning rate decays to its end value by then",
+    )
+    group.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="compress only: start from the weights of this codec folder and "
+        "train further (fine-tuning), keeping its architecture and qualities",
+    )
 
 
 def _add_model_options(
@@ -100,11 +150,14 @@ def _add_training_options(
     group.add_argument(
         "--batch-size",
         type=int,
-        default=defaults["batch_size"],
-        help="samples per optimiser step",
+        help=f"samples per optimiser step (default {defaults['batch_size']}; "
+        "per task for compress, denoise and colorize)",
     )
     group.add_argument(
-        "--lr", type=float, default=defaults["learning_rate"], help="Adam learning rate"
+        "--lr",
+        type=float,
+        help=f"Adam learning rate (default {defaults['learning_rate']}; per task "
+        "for compress, denoise and colorize)",
     )
     group.add_argument(
         "--weight-decay",
@@ -158,6 +211,14 @@ def _add_data_options(group: argparse._ArgumentGroup, defaults: dict[str, Any]) 
         default=[],
         help="leave this column out (repeatable)",
     )
+    group.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read a Parquet file or folder in batches instead of loading it, for "
+        "tables larger than memory (default: stream Parquet inputs larger than "
+        "1 GiB on disk)",
+    )
 
 
 def _add_run_options(group: argparse._ArgumentGroup) -> None:
@@ -191,6 +252,26 @@ def _add_run_options(group: argparse._ArgumentGroup) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.init and args.task != "compress":
+        raise InvalidParameterError("--init works only with --task compress")
+    if args.task != "reconstruct":
+        module = importlib.import_module(TASK_MODULES[args.task])
+        return int(module.fit_task(args))
+    context, args.device = distributed.init_from_env(args.device)
+    try:
+        return _fit_table_or_images(args, context)
+    finally:
+        distributed.shutdown()
+
+
+def _fit_table_or_images(
+    args: argparse.Namespace, context: distributed.DistContext
+) -> int:
+    """Train the plain autoencoder; under torchrun, rank 0 writes the model."""
+    if not context.is_main:
+        args.quiet, args.progress = True, False
+        logging.getLogger("aelab").setLevel(logging.WARNING)
+    defaults = AutoEncoder().get_params()
     output = Path(args.output)
     check_model_path(output)
     checkpoint_dir = None
@@ -208,8 +289,8 @@ def run(args: argparse.Namespace) -> int:
         noise=args.noise,
         loss=args.loss,
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
+        batch_size=args.batch_size or defaults["batch_size"],
+        learning_rate=args.lr or defaults["learning_rate"],
         weight_decay=args.weight_decay,
         validation_fraction=args.validation_fraction,
         patience=args.patience or None,
@@ -222,13 +303,22 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=checkpoint_dir,
     )
     estimator._validate_params()  # fail on bad options before reading the data
-    inputs = read_inputs(args.data, args.progress, args.id_column, args.drop)
-    estimator.fit(inputs.data, resume=args.resume)
+    if should_stream(args.data, args.stream):
+        excluded = [args.id_column] if args.id_column else []
+        estimator.fit_stream(
+            ParquetDataset(args.data, exclude=excluded + list(args.drop)),
+            resume=args.resume,
+        )
+    else:
+        inputs = read_inputs(args.data, args.progress, args.id_column, args.drop)
+        estimator.fit(inputs.data, resume=args.resume)
     estimator.metadata_ = {
         "id_column": args.id_column,
         "dropped_columns": list(args.drop),
         "trained_on": str(args.data),
     }
+    if not context.is_main:
+        return 0
     estimator.save(output)
     if checkpoint_dir is not None and args.checkpoint_dir is None:
         remove_checkpoint(checkpoint_dir)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..codec import store as codec_store
 from ..errors import ModelFormatError
 from ..serialization import read_config
 from .common import add_model_argument
@@ -22,12 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = read_config(Path(args.model))
+    path = Path(args.model)
+    if _format(path) == codec_store.FORMAT:
+        config = codec_store.load_codec(path).config
+        describe_rows = describe_codec
+    else:
+        config = read_config(path)
+        describe_rows = describe
     if args.json:
         print(json.dumps(config, indent=1))
         return 0
     try:
-        rows = describe(config)
+        rows = describe_rows(config)
     except (KeyError, TypeError, IndexError) as err:
         raise ModelFormatError(
             f"the config of {args.model!r} is incomplete ({err!r} missing or invalid); "
@@ -36,6 +43,34 @@ def run(args: argparse.Namespace) -> int:
     for label, value in rows:
         print(f"{label:<14}{value}")
     return 0
+
+
+def _format(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def describe_codec(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summarise an image codec config as (label, value) rows."""
+    arch, training = config["architecture"], config["training"]
+    return [
+        ("model", f"image codec {config['model_id']!r}"),
+        ("hash", config["weights_sha256"][:32]),
+        (
+            "architecture",
+            f"{arch['hidden']} hidden and {arch['latent']} latent channels, "
+            f"{len(arch['lambdas'])} qualities",
+        ),
+        ("training", f"{training.get('steps')} steps in {training.get('seconds')} s"),
+        ("command", str(training.get("command"))),
+        (
+            "written by",
+            f"aelab {config['aelab_version']}, torch {config['torch_version']}, "
+            f"{config['created']}",
+        ),
+    ]
 
 
 def describe(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import AelabError
-from . import demo, detect, encode, fit, info, sample
+from . import compress, demo, detect, encode, fit, info, restore, sample
 
-COMMANDS = (fit, encode, sample, info, detect, demo)
+COMMANDS = (fit, encode, sample, info, detect, compress, restore, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,6 +72,18 @@ class TablePreprocessor:
 
     def fit(self, frame: pd.DataFrame, from_array: bool = False) -> TablePreprocessor:
         """Learn the column schema and statistics from training rows."""
+        self._fit(frame, from_array)
+        return self
+
+    def fit_transform(
+        self, frame: pd.DataFrame, from_array: bool = False
+    ) -> np.ndarray:
+        """Fit on the rows and transform them, converting the numbers only once."""
+        block = self._fit(frame, from_array)
+        return self._transform(frame, block)
+
+    def _fit(self, frame: pd.DataFrame, from_array: bool) -> np.ndarray:
+        """Fit, and return the numeric columns as float64 (N, numeric columns)."""
         if len(frame) == 0:
             raise InvalidDataError("the table has no rows; pass at least one row")
         if frame.shape[1] == 0:
@@ -84,24 +96,40 @@ class TablePreprocessor:
                 "that every column name is unique"
             )
         self.from_array = from_array
-        self.columns = [self._fit_column(frame.iloc[:, i]) for i in range(len(names))]
-        return self
+        numeric = [i for i, kind in enumerate(frame.dtypes) if _is_numeric_dtype(kind)]
+        # One conversion for all numeric columns, in column-major order so that
+        # each column is a contiguous view. Converting 500 columns of 20,000 rows
+        # one by one took 0.25 s on a 2-core VM, a third of a dense model's epoch.
+        block = np.asfortranarray(
+            frame.iloc[:, numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        )
+        position = {i: j for j, i in enumerate(numeric)}
+        self.columns = [
+            self._fit_column(
+                frame.iloc[:, i], block[:, position[i]] if i in position else None
+            )
+            for i in range(len(names))
+        ]
+        return block
 
-    def _fit_column(self, series: pd.Series) -> NumericColumn | CategoricalColumn:
+    def _fit_column(
+        self, series: pd.Series, values: np.ndarray | None = None
+    ) -> NumericColumn | CategoricalColumn:
+        """Fit one column; ``values`` are its float64 values when it is numeric."""
         name = str(series.name)
-        if series.isna().all():
+        if values is None and series.isna().all():
             raise InvalidDataError(
                 f"column {name!r} has no values, only missing cells; drop the "
                 "column (aelab fit --drop COLUMN, or frame.drop(columns=...))"
             )
-        if _is_numeric(series):
-            values = _numeric_values(series)
+        if values is not None:
             if np.isinf(values).any():
                 raise InvalidDataError(
                     f"column {name!r} contains infinite values in "
                     f"{int(np.isinf(values).sum())} rows; replace them or drop the rows"
                 )
-            finite = values[~np.isnan(values)]
+            missing = np.isnan(values)
+            finite = values[~missing] if missing.any() else values
             if finite.size == 0:
                 raise InvalidDataError(
                     f"column {name!r} has no values, only missing cells; drop the "
@@ -186,48 +214,98 @@ class TablePreprocessor:
         self.check_columns(frame)
         if len(frame) == 0:
             raise InvalidDataError("the table has no rows; pass at least one row")
-        blocks = [self._transform_column(frame[c.name], c) for c in self.columns]
-        matrix = np.concatenate(blocks, axis=1)
-        too_large = np.abs(matrix) > np.finfo(np.float32).max
+        return self._transform(frame)
+
+    def _transform(
+        self, frame: pd.DataFrame, values: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Transform checked rows; ``values`` are the numeric columns as float64,
+        in training order, when the caller has them already."""
+        matrix = np.empty((len(frame), len(self.feature_names)), dtype=np.float32)
+        numeric: list[NumericColumn] = []
+        targets: list[int] = []  # output column of each numeric column
+        at = 0
+        for column in self.columns:
+            if isinstance(column, NumericColumn):
+                numeric.append(column)
+                targets.append(at)
+                at += 2 if column.indicator else 1
+            else:
+                width = len(column.categories)
+                matrix[:, at : at + width] = self._one_hot(frame[column.name], column)
+                at += width
+        if numeric:
+            self._transform_numeric(frame, numeric, np.asarray(targets), matrix, values)
+        return matrix
+
+    def _transform_numeric(
+        self,
+        frame: pd.DataFrame,
+        columns: list[NumericColumn],
+        targets: np.ndarray,
+        matrix: np.ndarray,
+        values: np.ndarray | None = None,
+    ) -> None:
+        """Impute and scale all numeric columns at once, writing into ``matrix``."""
+        for column in columns:
+            series = frame[column.name]
+            if not _is_numeric(series):
+                raise InvalidDataError(
+                    f"column {column.name!r} was numeric in training but now "
+                    f"contains {series.dtype} values such as "
+                    f"{series.dropna().iloc[:3].tolist()}; pass numbers in this column"
+                )
+        names = [column.name for column in columns]
+        if values is None:
+            values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = None
+        if not np.isfinite(values).all():
+            infinite = np.isinf(values).any(axis=0)
+            if infinite.any():
+                raise InvalidDataError(
+                    f"column {names[int(np.flatnonzero(infinite)[0])]!r} contains "
+                    "infinite values; replace them or drop the rows"
+                )
+            missing = np.isnan(values)
+            self._warn_unexpected_missing(columns, missing.sum(axis=0))
+            fill = np.array([column.fill for column in columns])
+            values = np.where(missing, fill, values)
+
+        # A new array, never a view of the frame, so it can be divided in place.
+        scaled = np.subtract(values, [column.center for column in columns])
+        scaled /= [column.scale for column in columns]
+        largest = np.maximum(scaled.max(axis=0), -scaled.min(axis=0))
+        too_large = largest > np.finfo(np.float32).max
         if too_large.any():
-            name = self.feature_names[int(np.flatnonzero(too_large.any(axis=0))[0])]
+            j = int(np.flatnonzero(too_large)[0])
             raise InvalidDataError(
-                f"column {name!r} has values too large for float32 after scaling "
-                f"(up to {np.abs(matrix).max():.3g}); rescale the column, for example "
+                f"column {names[j]!r} has values too large for float32 after "
+                f"scaling (up to {largest[j]:.3g}); rescale the column, for example "
                 "divide it by a power of ten, or use scaling='minmax'"
             )
-        return matrix.astype(np.float32)
+        span = targets[-1] - targets[0] + 1
+        if span == len(targets):  # consecutive outputs: a slice copies faster
+            matrix[:, targets[0] : targets[0] + span] = scaled
+        else:
+            matrix[:, targets] = scaled
+        flags = np.array([column.indicator for column in columns])
+        if missing is not None and flags.any():
+            matrix[:, targets[flags] + 1] = missing[:, flags]
+        elif flags.any():
+            matrix[:, targets[flags] + 1] = 0.0
 
-    def _transform_column(
-        self, series: pd.Series, column: NumericColumn | CategoricalColumn
-    ) -> np.ndarray:
-        if isinstance(column, CategoricalColumn):
-            return self._one_hot(series, column)
-        if not _is_numeric(series):
-            raise InvalidDataError(
-                f"column {column.name!r} was numeric in training but now contains "
-                f"{series.dtype} values such as {series.dropna().iloc[:3].tolist()}; "
-                "pass numbers in this column"
-            )
-        values = _numeric_values(series)
-        if np.isinf(values).any():
-            raise InvalidDataError(
-                f"column {column.name!r} contains infinite values; replace them or "
-                "drop the rows"
-            )
-        missing = np.isnan(values)
-        if missing.any() and not column.indicator:
-            warnings.warn(
-                f"column {column.name!r} has {int(missing.sum())} missing values but "
-                f"had none in training; they were filled with the training median "
-                f"{column.fill:g}",
-                DataConversionWarning,
-                stacklevel=4,
-            )
-        scaled = (np.where(missing, column.fill, values) - column.center) / column.scale
-        if column.indicator:
-            return np.stack([scaled, missing.astype(np.float64)], axis=1)
-        return scaled[:, None]
+    def _warn_unexpected_missing(
+        self, columns: list[NumericColumn], counts: np.ndarray
+    ) -> None:
+        for column, count in zip(columns, counts, strict=True):
+            if count and not column.indicator:
+                warnings.warn(
+                    f"column {column.name!r} has {int(count)} missing values but "
+                    f"had none in training; they were filled with the training "
+                    f"median {column.fill:g}",
+                    DataConversionWarning,
+                    stacklevel=6,
+                )
 
     def _one_hot(self, series: pd.Series, column: CategoricalColumn) -> np.ndarray:
         labels = np.asarray(_labels(series), dtype=object)
@@ -294,11 +372,11 @@ class TablePreprocessor:
 
 
 def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+    return _is_numeric_dtype(series.dtype)
 
 
-def _numeric_values(series: pd.Series) -> np.ndarray:
-    return series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+def _is_numeric_dtype(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
 
 
 def _labels(series: pd.Series) -> list[str]:

@@ -1,0 +1,182 @@
+"""``aelab compress`` and ``aelab decompress``: learned image compression to files."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..codec.container import SUFFIX
+from ..codec.image import compress_image, decompress_image
+from ..codec.store import load_codec
+from ..data.images import is_image_path, read_image, write_image
+from ..errors import InvalidDataError, InvalidParameterError
+from ..io_utils import atomic_path, check_output_path
+from .common import HelpFormatter, say
+
+COMPRESS_HELP = "compress images into small .aelc files with a learned codec"
+DECOMPRESS_HELP = "decode .aelc files back to PNG images"
+DEFAULT_QUALITY = 3
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compress",
+        help=COMPRESS_HELP,
+        description=COMPRESS_HELP.capitalize() + ". Gray, RGB and images with "
+        "alpha (stored losslessly) of any size; the bundled codec is used unless "
+        "--model names one from 'aelab fit --task compress'.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help=f"folder for the {SUFFIX} files (one {SUFFIX} file for one input)",
+    )
+    p.add_argument("--model", metavar="MODEL", help="codec folder (default: bundled)")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULT_QUALITY,
+        help="1 (smallest files) to 6 for the bundled codec (highest fidelity)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files"
+    )
+    p.set_defaults(run=run_compress)
+
+    p = subparsers.add_parser(
+        "decompress",
+        help=DECOMPRESS_HELP,
+        description=DECOMPRESS_HELP.capitalize() + ". Each file names the codec "
+        "that wrote it; the bundled codec is used unless --model names another.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="FILE", help=f"{SUFFIX} files or folders"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="folder for the images (one .png file for one input)",
+    )
+    p.add_argument("--model", metavar="MODEL", help="codec folder (default: bundled)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing output images"
+    )
+    p.set_defaults(run=run_decompress)
+
+
+def _collect(inputs: list[str], accept, what: str) -> list[Path]:
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found += [p for p in sorted(path.iterdir()) if p.is_file() and accept(p)]
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InvalidParameterError(f"input {text!r} not found")
+    if not found:
+        raise InvalidDataError(f"no {what} found in {', '.join(inputs)}")
+    return found
+
+
+def _targets(
+    sources: list[Path], output: Path, suffix: str, overwrite: bool
+) -> list[Path]:
+    check_output_path(output)
+    single = len(sources) == 1 and output.suffix.lower() == suffix
+    if output.suffix.lower() == suffix and not single:
+        raise InvalidParameterError(
+            f"{len(sources)} inputs cannot go into the single file {str(output)!r}; "
+            "give a folder as output"
+        )
+    targets = [output] if single else [output / (p.stem + suffix) for p in sources]
+    if len({t.name for t in targets}) < len(targets):
+        raise InvalidParameterError(
+            "two inputs have the same file name stem, so their outputs would collide; "
+            "compress them into separate folders"
+        )
+    resolved = {p.resolve() for p in sources}
+    if any(t.resolve() in resolved for t in targets):
+        raise InvalidParameterError(
+            "an output would replace an input file; choose another output"
+        )
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise InvalidParameterError(
+            f"{len(existing)} output files already exist, such as "
+            f"{str(existing[0])!r}; choose another output or pass --overwrite"
+        )
+    if not single:
+        output.mkdir(exist_ok=True)
+    return targets
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    codec = load_codec(args.model)
+    if not 1 <= args.quality <= codec.qualities:
+        raise InvalidParameterError(
+            f"--quality must be 1 to {codec.qualities} for this codec, got "
+            f"{args.quality}"
+        )
+    sources = _collect(args.inputs, is_image_path, "images")
+    targets = _targets(sources, Path(args.output), SUFFIX, args.overwrite)
+    pixels = bits = squared = 0.0
+    original_bytes = 0
+    for source, target in tqdm(
+        list(zip(sources, targets, strict=True)),
+        disable=not args.progress,
+        unit="image",
+        desc="compressing",
+    ):
+        record = read_image(source)
+        result = compress_image(codec, record, args.quality)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(result.data)
+        n = record.pixels.shape[0] * record.pixels.shape[1]
+        pixels += n
+        bits += 8 * len(result.data)
+        squared += n * 10 ** (-result.psnr / 10) if math.isfinite(result.psnr) else 0
+        original_bytes += source.stat().st_size
+    psnr = -10 * math.log10(squared / pixels) if squared > 0 else math.inf
+    say(
+        args,
+        f"compressed {len(sources)} images at quality {args.quality}: "
+        f"{bits / pixels:.3f} bits per pixel, PSNR {psnr:.2f} dB, "
+        f"{original_bytes * 8 / bits:.1f}x smaller than the input files; "
+        f"wrote {args.output}",
+    )
+    return 0
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    codec = load_codec(args.model)
+    sources = _collect(
+        args.inputs, lambda p: p.suffix.lower() == SUFFIX, f"{SUFFIX} files"
+    )
+    output = Path(args.output)
+    if output.suffix and not is_image_path(output):
+        raise InvalidParameterError(
+            f"decompressed images go to a folder or a .png file, not {str(output)!r}"
+        )
+    suffix = output.suffix.lower() if is_image_path(output) else ".png"
+    targets = _targets(sources, output, suffix, args.overwrite)
+    for source, target in tqdm(
+        list(zip(sources, targets, strict=True)),
+        disable=not args.progress,
+        unit="image",
+        desc="decompressing",
+    ):
+        record = decompress_image(codec, source.read_bytes(), repr(str(source)))
+        write_image(target, record)
+    say(args, f"decompressed {len(sources)} images into {args.output}")
+    return 0

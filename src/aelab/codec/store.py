@@ -1,0 +1,164 @@
+"""Codec model folders: ``model.safetensors`` (weights and tables) and ``config.json``.
+
+The weights file also stores the integer probability tables under ``tables.*``,
+so the SHA-256 of that one file identifies everything a decoder uses. Compressed
+files carry the first 16 bytes of that hash and are decoded only by a model with
+the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from ..errors import InvalidParameterError, ModelFormatError
+from ..io_utils import check_output_path
+from .entropy import EntropyTables, build_tables
+from .model import ImageCodec, build_codec
+
+FORMAT = "aelab-codec"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+BUNDLED_ID = "aelab-photo-1"
+
+
+def bundled_path() -> Path:
+    """Return the folder of the codec that ships with aelab."""
+    return Path(str(resources.files("aelab") / "pretrained" / "codec"))
+
+
+def check_codec_path(path: Path) -> None:
+    """Check that a codec folder can be written at ``path``.
+
+    Raises:
+        InvalidParameterError: The parent folder is missing, or ``path`` exists and
+            is not an aelab codec folder.
+    """
+    check_output_path(path, "model")
+    if path.exists() and _read_format(path) != FORMAT:
+        raise InvalidParameterError(
+            f"{str(path)!r} exists and is not an aelab codec folder; choose another "
+            "path (aelab only replaces its own model folders)"
+        )
+
+
+def _read_format(path: Path) -> str | None:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def save_codec(
+    model: ImageCodec,
+    folder: Path,
+    training: dict[str, Any],
+    model_id: str | None = None,
+) -> None:
+    """Write ``model`` and its entropy tables into the new folder ``folder``."""
+    model = model.cpu().eval()
+    tables = build_tables(model.prior)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(tables.to_tensors())
+    folder.mkdir()
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_id": model_id or folder.name.lstrip(".").split(".")[0] or "codec",
+        "weights_sha256": digest,
+        "aelab_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": model.to_config(),
+        "training": training,
+    }
+    (folder / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+
+
+class LoadedCodec:
+    """A codec ready to code images: the network, its tables, identifier and hash."""
+
+    def __init__(
+        self, model: ImageCodec, tables: EntropyTables, config: dict, path: Path
+    ) -> None:
+        self.model = model
+        self.tables = tables
+        self.config = config
+        self.path = path
+        self.model_id: str = config["model_id"]
+        self.model_hash = bytes.fromhex(config["weights_sha256"])[:16]
+
+    @property
+    def qualities(self) -> int:
+        return self.model.qualities
+
+
+def load_codec(path: str | Path | None = None) -> LoadedCodec:
+    """Load a codec folder, or the bundled codec when ``path`` is None.
+
+    Raises:
+        ModelFormatError: The folder is not a codec, is from a newer format, or its
+            weights do not match the hash in its config.
+    """
+    folder = bundled_path() if path is None else Path(path)
+    config = _read_config(folder)
+    data = (folder / WEIGHTS).read_bytes()
+    if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
+        raise ModelFormatError(
+            f"the weights in {str(folder)!r} do not match the hash in its "
+            f"{CONFIG}; the model is damaged, copy or train it again"
+        )
+    try:
+        tensors = load_file(str(folder / WEIGHTS), device="cpu")
+        model = build_codec(config["architecture"])
+        tables = EntropyTables.from_tensors(tensors)
+        state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+        model.load_state_dict(state)
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelFormatError(
+            f"cannot load the codec {str(folder)!r}: {e}; the model is damaged or "
+            "was written by another aelab, train it again"
+        ) from e
+    return LoadedCodec(model.eval(), tables, config, folder)
+
+
+def _read_config(folder: Path) -> dict:
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise ModelFormatError(
+            f"{str(folder)!r} is not an aelab codec: a codec is a folder holding "
+            f"{CONFIG} and {WEIGHTS}, as written by 'aelab fit --task compress'"
+        )
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(folder / CONFIG)!r}: {err}; the codec is damaged"
+        ) from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFormatError(
+            f"{str(folder)!r} is not an aelab codec (its {CONFIG} lacks "
+            f"'format': '{FORMAT}'); pass a folder written by 'aelab fit --task "
+            "compress'"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"codec {str(folder)!r} has format version {version!r}, written by aelab "
+            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
+        )
+    return config

@@ -1,0 +1,185 @@
+"""Restoration model folders: ``config.json`` plus ``model.safetensors``.
+
+config.json contains the format name and version, the task (``denoise`` or
+``colorize``), the network settings, the aelab and torch versions that wrote
+it, and the training run, including the command that made the model. Loading
+reads JSON and safetensors only, so it never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._version import __version__
+from ..errors import InvalidParameterError, ModelFormatError
+from ..io_utils import atomic_path, check_output_path
+from .models import build_network
+
+FORMAT = "aelab-restore-model"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TASKS = ("denoise", "colorize")
+# Bundled model folder per task, inside the installed package.
+PRETRAINED = {"denoise": "denoiser", "colorize": "colorizer"}
+
+
+def save_restorer(
+    network: torch.nn.Module, task: str, path: Path, training: dict[str, Any]
+) -> Path:
+    """Write a trained network to the folder ``path``, atomically.
+
+    An existing restoration model folder at ``path`` is replaced; any other
+    existing file or folder raises InvalidParameterError.
+    """
+    check_restorer_path(path)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "aelab_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "network": network.to_config(),
+        "training": training,
+    }
+    weights = {
+        k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()
+    }
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / WEIGHTS).chmod(0o644)  # safetensors 0.8 writes mode 0600
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    return path
+
+
+def check_restorer_path(path: Path) -> None:
+    """Raise InvalidParameterError unless ``path`` is free or a restoration model."""
+    check_output_path(path, "model")
+    if path.exists() and _read_format(path) != FORMAT:
+        raise InvalidParameterError(
+            f"{str(path)!r} exists and is not an aelab restoration model folder; "
+            "choose another path (aelab only replaces its own model folders)"
+        )
+
+
+def _read_format(path: Path) -> Any:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def pretrained_path(task: str) -> Path:
+    """Return the folder of the model bundled with aelab for ``task``."""
+    folder = resources.files("aelab") / "pretrained" / PRETRAINED[task]
+    return Path(str(folder))
+
+
+def load_restorer(
+    path: Path | None, task: str
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a restoration model for ``task`` in eval mode, with its config.
+
+    ``path`` None loads the model bundled with aelab.
+
+    Raises:
+        ModelFormatError: The folder is missing, damaged, from a newer format
+            version, or made for another task.
+    """
+    bundled = path is None
+    path = pretrained_path(task) if bundled else Path(path)
+    config = _read_config(path, bundled)
+    if config.get("task") != task:
+        raise ModelFormatError(
+            f"model {str(path)!r} was trained for task {config.get('task')!r}, not "
+            f"{task!r}; pass a model made by 'aelab fit --task {task}'"
+        )
+    try:
+        network = build_network(config["network"])
+    except (KeyError, TypeError) as err:
+        raise ModelFormatError(
+            f"model config {str(path / CONFIG)!r} is incomplete ({err!r}); train the "
+            "model again"
+        ) from err
+    try:
+        weights = load_file(str(path / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise ModelFormatError(
+            f"cannot read weights {str(path / WEIGHTS)!r}: {err}; the file is "
+            "damaged, train the model again"
+        ) from err
+    _check_weights(network, weights, path)
+    network.load_state_dict(weights)
+    return network.eval(), config
+
+
+def _read_config(path: Path, bundled: bool) -> dict[str, Any]:
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        hint = (
+            "the aelab installation lacks its bundled weights; reinstall aelab or "
+            "pass --model"
+            if bundled
+            else "a model is a folder holding config.json and model.safetensors, "
+            "as written by 'aelab fit --task denoise|colorize'"
+        )
+        raise ModelFormatError(f"{str(path)!r} is not a restoration model: {hint}")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(path / CONFIG)!r}: {err}; the model is damaged, train "
+            "it again"
+        ) from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFormatError(
+            f"{str(path / CONFIG)!r} is not a restoration model config (missing "
+            f"'format': '{FORMAT}'); autoencoders from 'aelab fit' without --task "
+            "cannot denoise or colorize"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"model {str(path)!r} has format version {version!r}, written by aelab "
+            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
+        )
+    return config
+
+
+def _check_weights(
+    network: torch.nn.Module, weights: dict[str, Any], path: Path
+) -> None:
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{label}: {', '.join(items[:3])}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", wrong),
+            )
+            if items
+        )
+        raise ModelFormatError(
+            f"weights in {str(path / WEIGHTS)!r} do not match its config.json "
+            f"({details}); train the model again"
+        )
