@@ -2,13 +2,13 @@
 
 Denoising: each image (gray and RGB) gets Gaussian noise of each sigma (0-255
 scale) from a fixed seed, clipped to [0, 1] as an image file would be but not
-quantised. Every method sees the same noisy image: the noisy input itself, a
+quantised. Every method gets the same noisy image: the noisy input itself, a
 Gaussian filter, scikit-image's non-local means (fast mode, patch 5, distance
-6, h = 0.8 * its estimate_sigma, as in its gallery example), total variation
-(Chambolle, weight = the estimated sigma) and wavelet (BayesShrink, soft,
-YCbCr for colour) denoisers, BM3D (PyPI ``bm3d``, given the true sigma), and
-aelab's bundled denoiser in blind mode (it estimates sigma itself). The report
-gives PSNR and SSIM against the clean image and seconds per image.
+6, h = 0.8 * its estimate_sigma), total variation (Chambolle, weight = the
+estimated sigma) and wavelet (BayesShrink, soft, YCbCr for colour) denoisers,
+BM3D (PyPI ``bm3d``, given the true sigma), and aelab's bundled denoiser in
+blind mode (it estimates sigma itself). The report gives PSNR and SSIM against
+the clean image and seconds per image.
 
 Colorization: the BT.601 luma of each image is colorized by aelab's bundled
 colorizer and by two baselines, the gray image itself and the mean Cb and Cr
@@ -193,7 +193,7 @@ def summarize_denoising(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler and Suesstrunk (2003) colourfulness M on the 0-255 scale."""
+    """Hasler and Suesstrunk's colourfulness M on the 0-255 scale."""
     red, green, blue = (rgb[:, :, i] * 255 for i in range(3))
     rg = red - green
     yb = 0.5 * (red + green) - blue

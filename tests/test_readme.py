@@ -39,3 +39,25 @@ def test_python_example_runs(tmp_path, monkeypatch) -> None:
     assert error.shape == (1797,)
     assert float(np.mean(error)) < 0.02
     assert (tmp_path / "digits.model" / "model.safetensors").is_file()
+
+
+def readme_command_lines() -> list[str]:
+    lines = []
+    for block in code_blocks("bash")[1:]:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if "aelab " in line and not line.startswith("python3 -m venv"):
+                lines.append(line[line.index("aelab ") :])
+    return lines
+
+
+@pytest.mark.parametrize("line", readme_command_lines())
+def test_readme_command_parses(line: str) -> None:
+    import shlex
+
+    from aelab.cli.main import build_parser
+
+    try:
+        build_parser().parse_args(shlex.split(line)[1:])
+    except SystemExit as exit:
+        pytest.fail(f"README command does not parse: {line} (exit {exit.code})")
