@@ -284,3 +284,25 @@ def test_block_codec_starts_as_klt():
     errors = [float(out["mse"]) for out in losses]
     assert bits == sorted(bits)
     assert errors == sorted(errors, reverse=True)
+
+
+def with_fixed_crc(data: bytes) -> bytes:
+    body = bytes(data[:-4])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_damaged_latent_with_valid_crc_raises(tiny, flower):
+    data = bytearray(compress_image(tiny, flower, quality=4).data)
+    header = 7 + data[6] + 16 + 24
+    for i in range(header, header + 40):
+        data[i] ^= 0xA5
+    with pytest.raises(CorruptFileError, match="is damaged"):
+        decompress_image(tiny, with_fixed_crc(bytes(data)), "f.aelc")
+
+
+def test_smaller_declared_shape_raises(tiny, flower):
+    data = bytearray(compress_image(tiny, flower, quality=4).data)
+    start = 7 + data[6] + 16
+    struct.pack_into("<II", data, start, 16, 16)  # the image is 64x90
+    with pytest.raises(CorruptFileError, match="longer than the image"):
+        decompress_image(tiny, with_fixed_crc(bytes(data)), "f.aelc")

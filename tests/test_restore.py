@@ -246,3 +246,34 @@ def test_fit_task_trains_a_loadable_model(tmp_path, task):
     else:
         result = restorer.colorize(ImageRecord(pixels))
     assert np.isfinite(result.pixels).all()
+
+
+def test_info_describes_bundled_denoiser(capsys) -> None:
+    assert main(["info", str(pretrained_path("denoise"))]) == 0
+    out = capsys.readouterr().out
+    assert "denoise model" in out
+    assert "--task denoise" in out
+
+
+def test_folder_rerun_skips_own_results(tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = (np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    assert main(["denoise", str(folder), "--compare"]) == 0
+    assert main(["denoise", str(folder), "--overwrite"]) == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["a-denoised-compare.png", "a-denoised.png", "a.png"]
+
+
+def test_broken_image_writes_nothing(tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = (np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    data = (folder / "a.png").read_bytes()
+    (folder / "b.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["denoise", str(folder), "-o", str(out)]) == 1
+    assert "b.png" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())

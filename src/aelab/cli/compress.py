@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..codec.container import SUFFIX
@@ -93,6 +94,10 @@ def _targets(
     sources: list[Path], output: Path, suffix: str, overwrite: bool
 ) -> list[Path]:
     check_output_path(output)
+    if output.suffix and output.suffix.lower() != suffix and not output.is_dir():
+        raise InvalidParameterError(
+            f"the output {str(output)!r} must be a folder or a {suffix} file"
+        )
     single = len(sources) == 1 and output.suffix.lower() == suffix
     if output.suffix.lower() == suffix and not single:
         raise InvalidParameterError(
@@ -100,11 +105,14 @@ def _targets(
             "give a folder as output"
         )
     targets = [output] if single else [output / (p.stem + suffix) for p in sources]
-    if len({t.name for t in targets}) < len(targets):
-        raise InvalidParameterError(
-            "two inputs have the same file name stem, so their outputs would collide; "
-            "compress them into separate folders"
-        )
+    seen: dict[str, Path] = {}
+    for source, target in zip(sources, targets, strict=True):
+        if target.name in seen:
+            raise InvalidParameterError(
+                f"{str(seen[target.name])!r} and {str(source)!r} would both be "
+                f"written to {target.name!r}; rename one or process them separately"
+            )
+        seen[target.name] = source
     resolved = {p.resolve() for p in sources}
     if any(t.resolve() in resolved for t in targets):
         raise InvalidParameterError(
@@ -113,12 +121,33 @@ def _targets(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InvalidParameterError(
-            f"{len(existing)} output files already exist, such as "
+            f"{_count(len(existing), 'output file')} already "
+            f"{'exists' if len(existing) == 1 else 'exist'}, such as "
             f"{str(existing[0])!r}; choose another output or pass --overwrite"
         )
     if not single:
+        if output.exists() and not output.is_dir():
+            raise InvalidParameterError(
+                f"the output {str(output)!r} is a file; give a folder for "
+                f"{len(sources)} inputs"
+            )
         output.mkdir(exist_ok=True)
     return targets
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _verify_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InvalidDataError(
+            f"cannot read image {str(path)!r} ({err}); re-save or remove the file, "
+            "nothing was written"
+        ) from err
 
 
 def run_compress(args: argparse.Namespace) -> int:
@@ -130,6 +159,8 @@ def run_compress(args: argparse.Namespace) -> int:
         )
     sources = _collect(args.inputs, is_image_path, "images")
     targets = _targets(sources, Path(args.output), SUFFIX, args.overwrite)
+    for source in sources:  # fail on a broken image before writing any output
+        _verify_image(source)
     pixels = bits = squared = 0.0
     original_bytes = 0
     for source, target in tqdm(
@@ -150,7 +181,7 @@ def run_compress(args: argparse.Namespace) -> int:
     psnr = -10 * math.log10(squared / pixels) if squared > 0 else math.inf
     say(
         args,
-        f"compressed {len(sources)} images at quality {args.quality}: "
+        f"compressed {_count(len(sources), 'image')} at quality {args.quality}: "
         f"{bits / pixels:.3f} bits per pixel, PSNR {psnr:.2f} dB, "
         f"{original_bytes * 8 / bits:.1f}x smaller than the input files; "
         f"wrote {args.output}",
@@ -178,5 +209,5 @@ def run_decompress(args: argparse.Namespace) -> int:
     ):
         record = decompress_image(codec, source.read_bytes(), repr(str(source)))
         write_image(target, record)
-    say(args, f"decompressed {len(sources)} images into {args.output}")
+    say(args, f"decompressed {_count(len(sources), 'image')} into {args.output}")
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..codec import store as codec_store
 from ..errors import ModelFormatError
+from ..restore import io as restore_io
 from ..serialization import read_config
 from .common import add_model_argument
 
@@ -27,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if _format(path) == codec_store.FORMAT:
         config = codec_store.load_codec(path).config
         describe_rows = describe_codec
+    elif _format(path) == restore_io.FORMAT:
+        config = json.loads((path / "config.json").read_text())
+        _, config = restore_io.load_restorer(path, config.get("task", "denoise"))
+        describe_rows = describe_restorer
     else:
         config = read_config(path)
         describe_rows = describe
@@ -64,6 +69,24 @@ def describe_codec(config: dict[str, Any]) -> list[tuple[str, str]]:
             f"{len(arch['lambdas'])} qualities",
         ),
         ("training", f"{training.get('steps')} steps in {training.get('seconds')} s"),
+        ("command", str(training.get("command"))),
+        (
+            "written by",
+            f"aelab {config['aelab_version']}, torch {config['torch_version']}, "
+            f"{config['created']}",
+        ),
+    ]
+
+
+def describe_restorer(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summarise a denoiser or colorizer config as (label, value) rows."""
+    training = config["training"]
+    return [
+        ("model", f"{config['task']} model ({config['network']['kind']})"),
+        (
+            "training",
+            f"{training.get('steps_done')} steps in {training.get('seconds')} s",
+        ),
         ("command", str(training.get("command"))),
         (
             "written by",

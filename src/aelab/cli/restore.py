@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import (
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     targets = output_paths(inputs, args.output, SUFFIX[task])
     compares = [_compare_path(t) for t in targets] if args.compare else []
     _check_outputs(inputs, targets + compares, args.overwrite)
+    for path in inputs:  # fail on a broken image before writing any result
+        _verify_image(path)
     restorer = Restorer.load(args.model, task, args.tile, args.overlap, args.device)
     levels = []
     bar = tqdm(inputs, desc=task, unit="image", disable=not args.progress)
@@ -124,6 +127,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InvalidDataError(
+            f"cannot read image {str(path)!r} ({err}); re-save or remove the file, "
+            "nothing was written"
+        ) from err
+
+
 def _parse_sigma(text: str) -> float | None:
     if text == "auto":
         return None
@@ -139,13 +153,19 @@ def _parse_sigma(text: str) -> float | None:
     return value
 
 
+OUTPUT_MARKERS = ("-denoised", "-colorized", "-compare")
+
+
 def collect_inputs(items: list[str]) -> list[Path]:
     """Expand files and folders into a list of image files."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += list_images(path)
+            # Results written beside earlier inputs are not inputs of a rerun.
+            paths += [
+                p for p in list_images(path) if not p.stem.endswith(OUTPUT_MARKERS)
+            ]
         elif path.is_file():
             paths.append(path)
         else:

@@ -101,8 +101,8 @@ class CompressedImage:
         if version != VERSION:
             raise CorruptFileError(
                 f"{name} uses compressed format version {version}, but this aelab "
-                f"reads version {VERSION}; decompress it with the aelab release that "
-                "wrote it"
+                f"reads version {VERSION}; upgrade aelab (pip install -U aelab) to "
+                "decompress it"
             )
         if kind != KIND_IMAGE:
             raise CorruptFileError(

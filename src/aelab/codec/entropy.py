@@ -189,11 +189,19 @@ def decode_latent(
         model = constriction.stream.model.Categorical(
             tables.probabilities(quality, channel), perfect=False
         )
-        index = decoder.decode(model, height * width).astype(np.int64)
-        values = index + int(tables.offsets[quality, channel])
-        escaped = index == length
-        if escaped.any():
+        try:
+            index = decoder.decode(model, height * width).astype(np.int64)
+            escaped = index == length
             raw = decoder.decode(escape_model, int(escaped.sum())).astype(np.int64)
-            values[escaped] = raw - ESCAPE_OFFSET
+        except (AssertionError, ValueError, RuntimeError) as err:
+            raise InvalidDataError(
+                f"the compressed stream does not decode under this codec ({err})"
+            ) from err
+        values = index + int(tables.offsets[quality, channel])
+        values[escaped] = raw - ESCAPE_OFFSET
         latent[channel] = values
+    if not decoder.maybe_exhausted():
+        raise InvalidDataError(
+            "the compressed stream is longer than the image its header declares"
+        )
     return latent.reshape(shape)

@@ -93,7 +93,11 @@ def decompress_image(
         -(-file.height // codec.model.downsampling),
         -(-file.width // codec.model.downsampling),
     )
-    symbols = decode_latent(file.latent, codec.tables, file.quality - 1, shape)
+    try:
+        symbols = decode_latent(file.latent, codec.tables, file.quality - 1, shape)
+    except InvalidDataError as err:
+        message = f"{name} is damaged: {err}; no image was decoded"
+        raise CorruptFileError(message) from err
     with torch.inference_mode():
         x_hat = codec.model.synthesis(
             torch.from_numpy(symbols).float()[None],
@@ -123,11 +127,15 @@ def _pack_alpha(alpha: np.ndarray, bit_depth: int) -> bytes:
 
 def _unpack_alpha(file: CompressedImage, name: str) -> np.ndarray:
     dtype = np.dtype("<u2") if file.bit_depth == 16 else np.dtype(np.uint8)
+    expected = file.height * file.width * dtype.itemsize
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(file.alpha)
+        # Inflate at most one byte more than expected, so a crafted stream
+        # cannot expand into gigabytes before the size check.
+        raw = inflater.decompress(file.alpha, expected + 1)
     except zlib.error as err:
         raise CorruptFileError(f"{name} has a damaged alpha channel") from err
-    if len(raw) != file.height * file.width * dtype.itemsize:
+    if len(raw) != expected or not inflater.eof:
         raise CorruptFileError(f"{name} has an alpha channel of the wrong size")
     values = np.frombuffer(raw, dtype=dtype).reshape(file.height, file.width)
     return (values / float((1 << file.bit_depth) - 1)).astype(np.float32)

@@ -1,16 +1,24 @@
-"""Learned image codec: analysis and synthesis transforms around a quantised latent.
+"""Learned image codecs: transforms around a quantised, entropy-coded latent.
 
-The design follows Ballé, Laparra and Simoncelli, "End-to-end optimized image
-compression" (ICLR 2017) with the factorized prior of Ballé et al. (ICLR 2018):
-four stride-2 convolutions with generalized divisive normalization (GDN) map an
-image to a latent ``y`` with 1/16 of its height and width, the latent is rounded to
-integers and entropy coded with one learned distribution per channel, and four
-transposed convolutions with inverse GDN map it back.
+Two architectures share the interface ``analysis`` / ``synthesis`` / ``forward``
+and the :class:`FactorizedPrior`:
 
-Several qualities share one pair of transforms. Quality ``q`` multiplies the latent
-by a learned per-channel gain before rounding and divides by a learned inverse gain
-after it (the "gain units" of Cui et al., CVPR 2021), and has its own factorized
-prior, so a larger gain spends more bits for a smaller error.
+- :class:`ImageCodec` follows Ballé, Laparra and Simoncelli, "End-to-end
+  optimized image compression" (ICLR 2017). Four stride-2 convolutions with
+  generalized divisive normalization (GDN) map an image to a latent with 1/16 of
+  its height and width, and four transposed convolutions map it back.
+- :class:`BlockCodec` is a learned 8x8 block transform, initialised at the
+  Karhunen-Loève transform of training blocks, with small convolutional branches
+  that start at zero. It is the default of ``aelab fit --task compress`` because
+  it trains to a useful codec within an hour on a CPU, where the GDN model does
+  not (see its docstring).
+
+In both, the latent is rounded to integers and coded with one learned
+distribution per channel (the factorized prior of Ballé et al., ICLR 2018).
+Several qualities share one pair of transforms. Quality ``q`` multiplies the
+latent by a learned per-channel gain before rounding and divides by a learned
+inverse gain after it (the "gain units" of Cui et al., CVPR 2021). Each quality
+has its own prior, so a larger gain spends more bits for a smaller error.
 """
 
 from __future__ import annotations
@@ -22,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Levels of the training loss ``lambdas[q] * 255**2 * MSE + bits per pixel``; they
-# are the six MSE points that CompressAI's model zoo uses, which span roughly
-# 0.1 to 1.2 bits per pixel on Kodak.
+# Rate-distortion weights of the qualities, lowest first: each trains on the loss
+# ``lambdas[q] * 255**2 * MSE + bits per pixel`` with MSE on [0, 1] pixels.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
 # Latent height and width are the image's divided by this, rounded up.
 DOWNSAMPLING = 16
@@ -233,9 +240,9 @@ class ImageCodec(nn.Module):
     def forward(self, x: torch.Tensor, quality: int) -> dict[str, torch.Tensor]:
         """Return the reconstruction, its MSE, the bits per pixel and the loss.
 
-        During training the rate uses additive uniform noise in place of rounding
-        and the synthesis sees the rounded latent through a straight-through
-        gradient; in eval mode both use the rounded latent.
+        During training, the rate is computed with additive uniform noise in
+        place of rounding, and the synthesis gets the rounded latent with a
+        straight-through gradient. In eval mode both use the rounded latent.
         """
         y = self.analysis(x, quality)
         rounded = y + (torch.round(y) - y).detach()
@@ -255,17 +262,19 @@ class ImageCodec(nn.Module):
 class BlockCodec(nn.Module):
     """Learned 8x8 block transform with nonlinear residual branches.
 
-    The analysis is ``y = W x_blocks + h_a(x)`` and the synthesis is
-    ``x_hat = p(W^T y_hat + h_s(y_hat))``: ``W`` is a learned linear map of each
-    8x8 RGB block (192 values) to 192 latent channels, initialised by
-    :meth:`init_from_patches` at the Karhunen-Loève transform (the PCA basis) of
-    training blocks, and ``h_a``, ``h_s`` and the post-filter ``p`` are small
-    convolutional networks whose last layers start at zero. At the first step the
-    codec is a KLT transform coder with a learned entropy model, the classic
-    design behind JPEG, and training adds what the linear transform misses
-    (smoother block edges, better rate allocation) from there. This starts far
-    better than a randomly initialised deep transform, which matters when a codec
-    can train for only an hour on a CPU.
+    The analysis is ``y = W blocks(x) + h_a(x)``. The synthesis computes
+    ``u = W^T y_hat + h_s(y_hat)`` and returns ``u + p(u)``. ``W`` is a learned
+    linear map of each 8x8 RGB block (192 values) to 192 latent channels,
+    initialised by :meth:`init_from_patches` at the Karhunen-Loève transform
+    (the PCA basis) of training blocks. ``h_a``, ``h_s`` and the post-filter
+    ``p`` are small convolutional networks whose last layers start at zero.
+
+    At the first step the codec is therefore a block-transform coder with a
+    learned entropy model, the design behind JPEG, and training adds what the
+    linear transform misses (smoother block edges, a better rate allocation).
+    Measured on three Kodak images on a 2-core CPU, this model was 12% below
+    JPEG's BD-rate after about 600 training steps, while the GDN
+    :class:`ImageCodec` was still 46% above it after 4,000 steps.
     """
 
     downsampling = 8
@@ -305,8 +314,8 @@ class BlockCodec(nn.Module):
             nn.init.zeros_(last.bias)
         q = len(self.lambdas)
         # Gains of 2 to 10 quantise the orthonormal coefficients of [0, 1] pixels
-        # with steps of 1/2 to 1/10, which start the KLT coder at about 0.3 to
-        # 2 bits per pixel; training then moves each channel's gain.
+        # with steps of 1/2 to 1/10. That starts the KLT coder at roughly 0.3 to
+        # 2 bits per pixel, and training then moves each channel's gain.
         log_gain = torch.linspace(math.log(2), math.log(10), q)[:, None].repeat(1, m)
         self.log_gain = nn.Parameter(log_gain)
         self.log_inverse_gain = nn.Parameter(-log_gain.clone())

@@ -115,6 +115,11 @@ def load_codec(path: str | Path | None = None) -> LoadedCodec:
             weights do not match the hash in its config.
     """
     folder = bundled_path() if path is None else Path(path)
+    if path is None and not (folder / WEIGHTS).is_file():
+        raise ModelFormatError(
+            "the bundled codec is not installed with this aelab (reinstall aelab); "
+            "or pass --model with a codec folder from 'aelab fit --task compress'"
+        )
     config = _read_config(folder)
     data = (folder / WEIGHTS).read_bytes()
     if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
@@ -127,6 +132,7 @@ def load_codec(path: str | Path | None = None) -> LoadedCodec:
         model = build_codec(config["architecture"])
         tables = EntropyTables.from_tensors(tensors)
         state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
+        _check_shapes(model, state)
         model.load_state_dict(state)
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFormatError(
@@ -134,6 +140,20 @@ def load_codec(path: str | Path | None = None) -> LoadedCodec:
             "was written by another aelab, train it again"
         ) from e
     return LoadedCodec(model.eval(), tables, config, folder)
+
+
+def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"weights do not match the architecture in config.json ({len(wrong)} "
+            f"tensors differ, such as {wrong[0]})"
+        )
 
 
 def _read_config(folder: Path) -> dict:
