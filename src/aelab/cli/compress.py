@@ -105,6 +105,7 @@ def _targets(
             "give a folder as output"
         )
     targets = [output] if single else [output / (p.stem + suffix) for p in sources]
+
     seen: dict[str, Path] = {}
     for source, target in zip(sources, targets, strict=True):
         if target.name in seen:
@@ -113,6 +114,7 @@ def _targets(
                 f"written to {target.name!r}; rename one or process them separately"
             )
         seen[target.name] = source
+
     resolved = {p.resolve() for p in sources}
     if any(t.resolve() in resolved for t in targets):
         raise InvalidParameterError(

@@ -44,9 +44,9 @@ TABLE_DEFAULTS: dict[str, Any] = {
 # Images of at most SMALL_IMAGE_VALUES values (height x width x channels) get a
 # dense model, larger ones a convolutional one. On digits one-class (8x8, 10
 # digits x 3 splits) the dense ensemble scored a mean AUROC of 0.9959 against
-# PCA's 0.9956, above it in 21 of 30 tasks and below in 5, and it fits 10 to 50
-# times faster than the conv model on such small images; on lfw faces (25x25) it
-# scored 0.884 against PCA's 0.442 (benchmarks/RESULTS.md).
+# PCA's 0.9956, above it in 21 of 30 tasks and below in 5. It also fits 10 to 50
+# times faster than the conv model on such small images. On lfw faces (25x25)
+# it scored 0.884 against PCA's 0.442 (benchmarks/RESULTS.md).
 SMALL_IMAGE_VALUES = 32 * 32
 IMAGE_DEFAULTS: dict[str, Any] = {
     "latent_dim": 16,

@@ -30,7 +30,13 @@ def main() -> None:
         photo = Path(tmp) / "china.png"
         Image.fromarray(load_sample_image("china.jpg")).save(photo)
         model, summary = train_codec(
-            [photo], steps=20, crop_size=64, batch_size=4, kind="gdn", hidden=8, latent=16
+            [photo],
+            steps=20,
+            crop_size=64,
+            batch_size=4,
+            kind="gdn",
+            hidden=8,
+            latent=16,
         )
     summary["command"] = "python tests/data/codec/make_golden.py"
     shutil.rmtree(HERE / "tiny", ignore_errors=True)
