@@ -259,7 +259,12 @@ def run(args: argparse.Namespace) -> int:
         return int(module.fit_task(args))
     context, args.device = distributed.init_from_env(args.device)
     try:
-        return _fit_table_or_images(args, context)
+        code = _fit_table_or_images(args, context)
+        # Ranks leave together: a rank that tore down gloo while rank 0 was
+        # still saving aborted with "terminate called without an active
+        # exception" in a clean-clone run.
+        distributed.synchronize()
+        return code
     finally:
         distributed.shutdown()
 

@@ -104,6 +104,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def synchronize() -> None:
+    """Wait until every rank gets here (a no-op outside a process group)."""
+    if current().active:
+        dist.barrier()
+
+
 def shutdown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
