@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..data import ImageRecord, load
 from ..data.stream import ParquetDataset
@@ -159,3 +160,19 @@ def say(args: argparse.Namespace, message: str) -> None:
     """Print a one-line summary on stdout unless --quiet."""
     if not args.quiet:
         print(message)
+
+
+def verify_image(path: Path) -> None:
+    """Raise InvalidDataError naming ``path`` if Pillow cannot read the image.
+
+    Commands call it on every input before writing any output, so a broken file
+    in a folder leaves no partial results behind.
+    """
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InvalidDataError(
+            f"cannot read image {str(path)!r} ({err}); re-save or remove the file, "
+            "nothing was written"
+        ) from err

@@ -6,7 +6,6 @@ import argparse
 import math
 from pathlib import Path
 
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..codec.container import SUFFIX
@@ -15,7 +14,7 @@ from ..codec.store import load_codec
 from ..data.images import is_image_path, read_image, write_image
 from ..errors import InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path, check_output_path
-from .common import HelpFormatter, say
+from .common import HelpFormatter, say, verify_image
 
 COMPRESS_HELP = "compress images into small .aelc files with a learned codec"
 DECOMPRESS_HELP = "decode .aelc files back to PNG images"
@@ -141,17 +140,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _verify_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InvalidDataError(
-            f"cannot read image {str(path)!r} ({err}); re-save or remove the file, "
-            "nothing was written"
-        ) from err
-
-
 def run_compress(args: argparse.Namespace) -> int:
     codec = load_codec(args.model)
     if not 1 <= args.quality <= codec.qualities:
@@ -162,7 +150,7 @@ def run_compress(args: argparse.Namespace) -> int:
     sources = _collect(args.inputs, is_image_path, "images")
     targets = _targets(sources, Path(args.output), SUFFIX, args.overwrite)
     for source in sources:  # fail on a broken image before writing any output
-        _verify_image(source)
+        verify_image(source)
     pixels = bits = squared = 0.0
     original_bytes = 0
     for source, target in tqdm(

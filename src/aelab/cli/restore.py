@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import (
@@ -26,7 +25,7 @@ from ..data.images import (
 from ..errors import InvalidDataError, InvalidParameterError
 from ..io_utils import check_output_path
 from ..restore.pipeline import DEFAULT_OVERLAP, DEFAULT_TILE, Restorer
-from .common import HelpFormatter, say
+from .common import HelpFormatter, say, verify_image
 
 DENOISE_HELP = "remove noise from photos (Gaussian, Poisson, salt and pepper)"
 COLORIZE_HELP = "add colour to gray photos, keeping their luminance"
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     compares = [_compare_path(t) for t in targets] if args.compare else []
     _check_outputs(inputs, targets + compares, args.overwrite)
     for path in inputs:  # fail on a broken image before writing any result
-        _verify_image(path)
+        verify_image(path)
     restorer = Restorer.load(args.model, task, args.tile, args.overlap, args.device)
     levels = []
     bar = tqdm(inputs, desc=task, unit="image", disable=not args.progress)
@@ -125,17 +124,6 @@ def run(args: argparse.Namespace) -> int:
     count = f"{len(inputs)} image{'s' if len(inputs) > 1 else ''}"
     say(args, f"{verb} {count}{detail}; wrote the results {where}")
     return 0
-
-
-def _verify_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InvalidDataError(
-            f"cannot read image {str(path)!r} ({err}); re-save or remove the file, "
-            "nothing was written"
-        ) from err
 
 
 def _parse_sigma(text: str) -> float | None:
