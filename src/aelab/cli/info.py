@@ -25,12 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.model)
-    if _format(path) == codec_store.FORMAT:
+    raw = _read_json(path)
+    if raw.get("format") == codec_store.FORMAT:
         config = codec_store.load_codec(path).config
         describe_rows = describe_codec
-    elif _format(path) == restore_io.FORMAT:
-        config = json.loads((path / "config.json").read_text())
-        _, config = restore_io.load_restorer(path, config.get("task", "denoise"))
+    elif raw.get("format") == restore_io.FORMAT:
+        _, config = restore_io.load_restorer(path, raw.get("task", "denoise"))
         describe_rows = describe_restorer
     else:
         config = read_config(path)
@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format(path: Path) -> str | None:
+def _read_json(path: Path) -> dict[str, Any]:
+    """Return the folder's config.json as a dict, or {} when it is not readable."""
     try:
-        return json.loads((path / "config.json").read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return None
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def describe_codec(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -303,7 +303,7 @@ def _is_numeric_type(kind: pa.DataType) -> bool:
 
 @dataclass
 class StreamFit:
-    """What the statistics pass learns: the preprocessor and the validation rows."""
+    """Result of the statistics pass: the preprocessor and the validation rows."""
 
     preprocessor: TablePreprocessor
     low: np.ndarray  # per output feature, minimum over the rows after transform

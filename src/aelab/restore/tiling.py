@@ -23,7 +23,7 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
 
     Neighbouring tiles overlap by at least ``overlap`` pixels. Every start is a
     multiple of ``multiple``, so strided layers sample every tile on the same
-    grid as the whole image; the last tile may therefore run past the end.
+    grid as the whole image. The last tile may therefore run past the end.
     """
     if length <= tile:
         return [0]

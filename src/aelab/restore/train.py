@@ -260,8 +260,8 @@ def training_loss(
 ) -> torch.Tensor:
     """Corrupt a batch for the task and return the network's loss on it.
 
-    Denoising uses the mean squared error (the loss that PSNR measures);
-    colorization uses the L1 error of Cb and Cr, which washes colours out less
+    Denoising uses the mean squared error (the loss that PSNR measures).
+    Colorization uses the L1 error of Cb and Cr, which washes colours out less
     than squared error when several colours are plausible.
     """
     if settings.task == "denoise":
