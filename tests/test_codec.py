@@ -15,9 +15,16 @@ from sklearn.datasets import load_sample_image
 
 from aelab.cli.main import main
 from aelab.codec.container import CompressedImage, CorruptFileError
-from aelab.codec.entropy import build_tables, decode_latent, encode_latent
+from aelab.codec.entropy import (
+    ContextClasses,
+    EntropyTables,
+    build_tables,
+    decode_latent,
+    encode_latent,
+)
 from aelab.codec.image import compress_image, decompress_image
 from aelab.codec.store import bundled_path, load_codec
+from aelab.codec.train import table_samples
 from aelab.data.images import ImageRecord, read_image
 from aelab.errors import InvalidDataError, ModelFormatError
 
@@ -40,6 +47,7 @@ def flower():
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
     mse = np.mean((np.round(a * 255) - np.round(b * 255)) ** 2)
     return 10 * np.log10(255**2 / mse)
 
@@ -72,21 +80,82 @@ def test_golden_file_decodes_same_in_new_process(tmp_path):
     assert np.array_equal(outputs[1], expected)
 
 
-def test_tables_are_deterministic(tiny):
-    first = build_tables(tiny.model.prior)
-    second = build_tables(tiny.model.prior)
+@pytest.fixture(scope="module")
+def factorized(tiny):
+    """The tiny codec's tables without context classes."""
+    return build_tables(tiny.model.prior)
+
+
+@pytest.fixture(scope="module")
+def china_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photos") / "china.png"
+    Image.fromarray(load_sample_image("china.jpg")).save(path)
+    return path
+
+
+def test_tables_are_deterministic(tiny, china_file):
+    # make_golden.py counted the tiny codec's tables on china.jpg the same way.
+    samples = table_samples(tiny.model, [china_file])
+    first = build_tables(tiny.model.prior, samples, edges=(4, 16, 64))
     assert np.array_equal(first.frequencies, tiny.tables.frequencies)
-    assert np.array_equal(second.frequencies, first.frequencies)
+    assert np.array_equal(first.starts, tiny.tables.starts)
+    assert np.array_equal(first.context, tiny.tables.context)
     assert np.array_equal(first.offsets, tiny.tables.offsets)
 
 
-def test_latent_round_trip_with_escapes(tiny):
+def test_latent_round_trip_with_escapes(tiny, factorized):
     rng = np.random.default_rng(0)
-    symbols = rng.integers(-3, 4, size=(16, 5, 7)).astype(np.int32)
+    shape = (192, 5, 7)
+    symbols = rng.integers(-3, 4, size=shape).astype(np.int32)
+    symbols[:, 1:3] *= 9  # a busy region, so several context classes are used
     symbols[0, 0, 0] = 3000  # far outside every table: coded through the escape
     symbols[3, 2, 1] = -2500
-    payload = encode_latent(symbols, tiny.tables, 2)
-    assert np.array_equal(decode_latent(payload, tiny.tables, 2, (16, 5, 7)), symbols)
+    symbols[150, 4, 6] = 4000
+    for tables in (tiny.tables, factorized):
+        payload = encode_latent(symbols, tables, 2)
+        assert np.array_equal(decode_latent(payload, tables, 2, shape), symbols)
+
+
+def test_context_classes_follow_previous_channels(tiny):
+    # A position whose previous channels are large gets a higher class than a
+    # quiet one; channel 0 (the block mean) does not count.
+    latent = np.zeros((192, 4, 4), dtype=np.int32)
+    latent[0] = 50
+    latent[1:13, 0, 0] = 20
+    state = ContextClasses(tiny.tables, 4, 4)
+    for channel in range(13):
+        classes = state.next().reshape(4, 4)
+        state.push(latent[channel])
+    assert classes[0, 0] == tiny.tables.classes - 1  # mean 240/4 = 60 >= 64/4 * 4
+    assert classes[3, 3] == 0
+    assert classes[1, 1] > classes[3, 3]
+
+
+def test_context_tables_code_fewer_bytes(tiny, factorized, china_file):
+    photo = np.asarray(Image.open(china_file)).astype(np.float32) / 255
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        y = torch.round(tiny.model.analysis(x, 3))[0].to(torch.int32).numpy()
+    with_context = encode_latent(y, tiny.tables, 3)
+    assert len(with_context) < 0.9 * len(encode_latent(y, factorized, 3))
+    assert np.array_equal(decode_latent(with_context, tiny.tables, 3, y.shape), y)
+
+
+def test_tables_without_context_keep_the_old_layout(tiny, factorized):
+    tensors = factorized.to_tensors()
+    assert "tables.context" not in tensors
+    assert tensors["tables.starts"].ndim == 2
+    assert EntropyTables.from_tensors(tensors).classes == 1
+    again = EntropyTables.from_tensors(tiny.tables.to_tensors())
+    assert again.classes == 4
+    assert np.array_equal(again.frequencies, tiny.tables.frequencies)
+
+
+def test_inconsistent_context_is_rejected(tiny):
+    tensors = tiny.tables.to_tensors()
+    tensors["tables.context"] = torch.tensor([12, 1, 16, 4, 64], dtype=torch.int32)
+    with pytest.raises(InvalidDataError, match="tables are inconsistent"):
+        EntropyTables.from_tensors(tensors)
 
 
 @pytest.mark.parametrize(
@@ -254,18 +323,40 @@ def test_fit_task_init_fine_tunes(tmp_path):
                  "--steps", "2", "--crop-size", "32", "--init", tiny])  # fmt: skip
     assert code == 0
     tuned = load_codec(model)
-    assert tuned.model.latent == 16
+    assert tuned.model.latent == 192
     assert tuned.config["training"]["initial_training"]["command"].endswith(
         "make_golden.py"
     )
     assert tuned.model_hash != load_codec(GOLDEN / "tiny").model_hash
 
 
+def test_fit_steps_zero_recounts_tables_only(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(load_sample_image("flower.jpg")).save(photos / "flower.png")
+    tiny = load_codec(GOLDEN / "tiny")
+    out = tmp_path / "recounted"
+    code = main(["fit", "--task", "compress", str(photos), "-o", str(out),
+                 "--steps", "0", "--init", str(GOLDEN / "tiny")])  # fmt: skip
+    assert code == 0
+    recounted = load_codec(out)
+    for name, value in tiny.model.state_dict().items():
+        assert torch.equal(recounted.model.state_dict()[name], value), name
+    assert recounted.tables.classes == 14
+    assert recounted.config["training"]["steps"] == 0
+    assert recounted.config["training"]["training_images"] == ["flower.png"]
+    code = main(["fit", "--task", "compress", str(photos), "-o", str(tmp_path / "x"),
+                 "--steps", "0"])  # fmt: skip
+    assert code == 1
+    assert "0 with --init" in capsys.readouterr().err
+
+
 def test_info_describes_codec(capsys):
     assert main(["info", str(GOLDEN / "tiny")]) == 0
     out = capsys.readouterr().out
     assert "image codec 'golden-tiny'" in out
-    assert "8 hidden and 16 latent channels, 6 qualities" in out
+    assert "8 hidden and 192 latent channels, 6 qualities" in out
+    assert "4 context classes per channel and quality" in out
 
 
 def test_block_codec_starts_as_klt():

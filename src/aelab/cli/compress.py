@@ -6,31 +6,46 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
-from ..codec.container import SUFFIX
+from ..codec.container import KIND_IMAGE, KIND_TABLE, SUFFIX
 from ..codec.image import compress_image, decompress_image
 from ..codec.store import load_codec
+from ..codec.tables import (
+    DEFAULT_TOLERANCE,
+    TableModel,
+    compress_table,
+    decompress_table,
+    load_table_model,
+)
 from ..data.images import is_image_path, read_image, write_image
+from ..data.sources import TABLE_EXTENSIONS, load, write_table
 from ..errors import InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path, check_output_path
 from .common import HelpFormatter, say, verify_image
 
-COMPRESS_HELP = "compress images into small .aelc files with a learned codec"
-DECOMPRESS_HELP = "decode .aelc files back to PNG images"
+COMPRESS_HELP = "compress images or tables into small .aelc files"
+DECOMPRESS_HELP = "decode .aelc files back to images or tables"
 DEFAULT_QUALITY = 3
+TABLE_OUTPUTS = (".csv", ".parquet", ".npy")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compress",
         help=COMPRESS_HELP,
-        description=COMPRESS_HELP.capitalize() + ". Gray, RGB and images with "
-        "alpha (stored losslessly) of any size; the bundled codec is used unless "
-        "--model names one from 'aelab fit --task compress'.",
+        description=COMPRESS_HELP.capitalize() + ". Images (gray, RGB, with "
+        "alpha stored losslessly, any size) use the bundled codec unless --model "
+        "names one from 'aelab fit --task compress'. Tables (.csv, .parquet, .npy) "
+        "need --model, an autoencoder trained on such tables with 'aelab fit', "
+        "and come back within --tolerance of every value.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files or folders, or tables"
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -38,12 +53,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="OUT",
         help=f"folder for the {SUFFIX} files (one {SUFFIX} file for one input)",
     )
-    p.add_argument("--model", metavar="MODEL", help="codec folder (default: bundled)")
+    p.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="codec folder (default: bundled), or for tables an aelab table model",
+    )
     p.add_argument(
         "--quality",
         type=int,
         default=DEFAULT_QUALITY,
-        help="1 (smallest files) to 6 for the bundled codec (highest fidelity)",
+        help="images: 1 (smallest files) to 6 for the bundled codec (highest fidelity)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="tables: largest error of any value, in the model's scaled units "
+        "(standard deviations for standard scaling), above 0 and below 0.5",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing output files"
@@ -65,9 +91,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         required=True,
         metavar="OUT",
-        help="folder for the images (one .png file for one input)",
+        help="folder for the images (one .png file for one input), or for one "
+        "table a .csv, .parquet or .npy file",
     )
-    p.add_argument("--model", metavar="MODEL", help="codec folder (default: bundled)")
+    p.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="codec folder (default: bundled), or the table model that compressed "
+        "the files",
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing output images"
     )
@@ -141,6 +173,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    tables = [Path(t).suffix.lower() in TABLE_EXTENSIONS for t in args.inputs]
+    if any(tables):
+        if not all(tables):
+            raise InvalidParameterError("compress images and tables in separate calls")
+        return _compress_tables(args)
     codec = load_codec(args.model)
     if not 1 <= args.quality <= codec.qualities:
         raise InvalidParameterError(
@@ -180,10 +217,17 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    codec = load_codec(args.model)
     sources = _collect(
         args.inputs, lambda p: p.suffix.lower() == SUFFIX, f"{SUFFIX} files"
     )
+    kinds = {_kind(source) for source in sources}
+    if KIND_TABLE in kinds:
+        if len(kinds) > 1:
+            raise InvalidParameterError(
+                "decompress image files and table files in separate calls"
+            )
+        return _decompress_tables(args, sources)
+    codec = load_codec(args.model)
     output = Path(args.output)
     if output.suffix and not is_image_path(output):
         raise InvalidParameterError(
@@ -200,4 +244,73 @@ def run_decompress(args: argparse.Namespace) -> int:
         record = decompress_image(codec, source.read_bytes(), repr(str(source)))
         write_image(target, record)
     say(args, f"decompressed {_count(len(sources), 'image')} into {args.output}")
+    return 0
+
+
+def _kind(path: Path) -> int:
+    """Return the kind byte of an .aelc file; image for anything unreadable."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return head[5] if len(head) == 6 and head[:4] == b"AELC" else KIND_IMAGE
+
+
+def _table_model(args: argparse.Namespace) -> TableModel:
+    if not args.model:
+        raise InvalidParameterError(
+            "tables need --model: the autoencoder folder from 'aelab fit TABLE -o "
+            "MODEL' (trained on tables like these) that compresses and decodes them"
+        )
+    return load_table_model(args.model)
+
+
+def _compress_tables(args: argparse.Namespace) -> int:
+    model = _table_model(args)
+    sources = [Path(t) for t in args.inputs]
+    missing = [s for s in sources if not s.is_file()]
+    if missing:
+        raise InvalidParameterError(f"input {str(missing[0])!r} not found")
+    targets = _targets(sources, Path(args.output), SUFFIX, args.overwrite)
+    tables = [load(source) for source in sources]  # read all before writing any
+    results = []
+    for data, target in tqdm(
+        list(zip(tables, targets, strict=True)),
+        disable=not args.progress,
+        unit="table",
+        desc="compressing",
+    ):
+        result = compress_table(model, data, args.tolerance)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(result.data)
+        results.append(result)
+    original = sum(s.stat().st_size for s in sources)
+    written = sum(len(r.data) for r in results)
+    say(
+        args,
+        f"compressed {_count(len(sources), 'table')} with tolerance "
+        f"{args.tolerance:g}: largest error {max(r.max_error for r in results):.4g}, "
+        f"RMS error {max(r.rms_error for r in results):.4g} (original units), "
+        f"{original / written:.1f}x smaller than the input files; wrote "
+        f"{args.output}",
+    )
+    return 0
+
+
+def _decompress_tables(args: argparse.Namespace, sources: list[Path]) -> int:
+    model = _table_model(args)
+    output = Path(args.output)
+    suffix = output.suffix.lower() if output.suffix else ".csv"
+    if suffix not in TABLE_OUTPUTS:
+        raise InvalidParameterError(
+            f"decompressed tables go to a folder or a {', '.join(TABLE_OUTPUTS)} "
+            f"file, not {str(output)!r}"
+        )
+    targets = _targets(sources, output, suffix, args.overwrite)
+    for source, target in zip(sources, targets, strict=True):
+        table = decompress_table(model, source.read_bytes(), repr(str(source)))
+        if isinstance(table, np.ndarray):
+            table = pd.DataFrame(
+                table, columns=model.estimator.preprocessor_.input_names
+            )
+        write_table(target, table)
+    say(args, f"decompressed {_count(len(sources), 'table')} into {args.output}")
     return 0

@@ -70,14 +70,35 @@ def describe_codec(config: dict[str, Any]) -> list[tuple[str, str]]:
             f"{arch['hidden']} hidden and {arch['latent']} latent channels, "
             f"{len(arch['lambdas'])} qualities",
         ),
-        ("training", f"{training.get('steps')} steps in {training.get('seconds')} s"),
+        ("training", _codec_training(training)),
         ("command", str(training.get("command"))),
+        ("tables", _codec_tables(config)),
         (
             "written by",
             f"aelab {config['aelab_version']}, torch {config['torch_version']}, "
             f"{config['created']}",
         ),
     ]
+
+
+def _codec_training(training: dict[str, Any]) -> str:
+    done = f"{training.get('steps')} steps in {training.get('seconds')} s"
+    initial = training.get("initial_training")
+    if not isinstance(initial, dict):
+        return done
+    if training.get("steps") == 0:
+        done = "none (tables recounted)"
+    return (
+        f"{done}, from a codec trained {initial.get('steps')} steps in "
+        f"{initial.get('seconds')} s"
+    )
+
+
+def _codec_tables(config: dict[str, Any]) -> str:
+    classes = config.get("entropy", {}).get("context_classes", 1)
+    if classes == 1:
+        return "one per channel and quality"
+    return f"{classes} context classes per channel and quality"
 
 
 def describe_restorer(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ Layout, all integers little-endian::
     offset  size  field
     0       4     magic, the bytes ``AELC``
     4       1     format version, 1
-    5       1     kind: 1 = image
+    5       1     kind: 1 = image, 2 = table (see ``tables.py``)
     6       1     n, the length of the model identifier (1 to 255)
     7       n     model identifier, UTF-8
     7+n     16    model hash: the first 16 bytes of the SHA-256 of the model's
@@ -37,6 +37,7 @@ from ..errors import InvalidDataError
 MAGIC = b"AELC"
 VERSION = 1
 KIND_IMAGE = 1
+KIND_TABLE = 2
 HASH_BYTES = 16
 _FIXED = struct.Struct("<IIBBBBII")
 SUFFIX = ".aelc"
@@ -59,6 +60,7 @@ class CompressedImage:
     quality: int
     latent: bytes
     alpha: bytes = b""
+    kind: int = KIND_IMAGE
 
     def to_bytes(self) -> bytes:
         model_id = self.model_id.encode("utf-8")
@@ -67,7 +69,7 @@ class CompressedImage:
         body = b"".join(
             [
                 MAGIC,
-                bytes([VERSION, KIND_IMAGE, len(model_id)]),
+                bytes([VERSION, self.kind, len(model_id)]),
                 model_id,
                 self.model_hash,
                 _FIXED.pack(
@@ -104,10 +106,10 @@ class CompressedImage:
                 f"reads version {VERSION}; upgrade aelab (pip install -U aelab) to "
                 "decompress it"
             )
-        if kind != KIND_IMAGE:
+        if kind not in (KIND_IMAGE, KIND_TABLE):
             raise CorruptFileError(
                 f"{name} contains data of unknown kind {kind}; this aelab decodes "
-                f"images (kind {KIND_IMAGE})"
+                f"images (kind {KIND_IMAGE}) and tables (kind {KIND_TABLE})"
             )
 
         header_end = 7 + id_length + HASH_BYTES + _FIXED.size
@@ -136,12 +138,15 @@ class CompressedImage:
         except UnicodeDecodeError as err:
             raise CorruptFileError(f"{name} has an invalid model identifier") from err
         height, width, channels, bit_depth, quality = fields[:5]
-        if not (height and width and channels in (1, 2, 3, 4)):
+        if kind == KIND_TABLE:
+            if not (height and width) or channels or bit_depth != 32 or alpha_length:
+                raise CorruptFileError(f"{name} has an invalid table header")
+        elif not (height and width and channels in (1, 2, 3, 4)):
             raise CorruptFileError(
                 f"{name} declares an impossible image ({height}x{width}, "
                 f"{channels} channels)"
             )
-        if bit_depth not in (8, 16) or latent_length % 4:
+        elif bit_depth not in (8, 16) or latent_length % 4:
             raise CorruptFileError(f"{name} has an invalid header")
         start = header_end
         return cls(
@@ -154,6 +159,7 @@ class CompressedImage:
             quality=quality,
             latent=data[start : start + latent_length],
             alpha=data[start + latent_length : start + latent_length + alpha_length],
+            kind=kind,
         )
 
 

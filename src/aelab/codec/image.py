@@ -11,7 +11,7 @@ import torch
 
 from ..data.images import LUMA, ImageRecord
 from ..errors import InvalidDataError, InvalidParameterError
-from .container import CompressedImage, CorruptFileError
+from .container import KIND_IMAGE, CompressedImage, CorruptFileError
 from .entropy import decode_latent, encode_latent
 from .store import LoadedCodec
 
@@ -80,6 +80,11 @@ def decompress_image(
         InvalidDataError: The file was written by another codec.
     """
     file = CompressedImage.from_bytes(data, name)
+    if file.kind != KIND_IMAGE:
+        raise InvalidDataError(
+            f"{name} holds a table, not an image; decompress it with --model set to "
+            "the table model that compressed it"
+        )
     if file.model_hash != codec.model_hash:
         raise InvalidDataError(
             f"{name} was compressed by the codec {file.model_id!r} (hash "

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -23,14 +25,14 @@ from safetensors.torch import load_file, save_file
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
 from ..io_utils import check_output_path
-from .entropy import EntropyTables, build_tables
+from .entropy import CONTEXT_EDGES, EntropyTables, build_tables
 from .model import ImageCodec, build_codec
 
 FORMAT = "aelab-codec"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-BUNDLED_ID = "aelab-photo-1"
+BUNDLED_ID = "aelab-photo-2"
 
 
 def bundled_path() -> Path:
@@ -65,10 +67,17 @@ def save_codec(
     folder: Path,
     training: dict[str, Any],
     model_id: str | None = None,
+    latents: Iterable[tuple[int, np.ndarray]] | None = None,
+    edges: tuple[int, ...] = CONTEXT_EDGES,
 ) -> None:
-    """Write ``model`` and its entropy tables into the new folder ``folder``."""
+    """Write ``model`` and its entropy tables into the new folder ``folder``.
+
+    ``latents``, pairs of a quality and a rounded training latent, give the
+    tables context classes with the class ``edges`` (see
+    :func:`aelab.codec.entropy.build_tables`).
+    """
     model = model.cpu().eval()
-    tables = build_tables(model.prior)
+    tables = build_tables(model.prior, latents, edges)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update(tables.to_tensors())
     folder.mkdir()
@@ -84,6 +93,7 @@ def save_codec(
         "python_version": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "architecture": model.to_config(),
+        "entropy": {"context_classes": tables.classes},
         "training": training,
     }
     (folder / CONFIG).write_text(json.dumps(config, indent=1) + "\n")

@@ -7,7 +7,9 @@ import importlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +34,10 @@ GRAY_SHARE = 0.1
 # Steps over which the learning rate ramps up from zero; Adam's first steps
 # are otherwise as large as its later ones while its moment estimates settle.
 WARMUP_STEPS = 200
+# The context tables are counted on the central TABLE_CROP x TABLE_CROP pixels of
+# every training image at these scales.
+TABLE_SCALES = (1.0, 0.5)
+TABLE_CROP = 768
 
 
 class CropSampler:
@@ -214,6 +220,36 @@ def _running_summary(running: dict[int, list[float]]) -> str:
     return "; ".join(parts)
 
 
+def table_samples(
+    model: torch.nn.Module,
+    paths: list[Path],
+    scales: tuple[float, ...] = TABLE_SCALES,
+    side: int = TABLE_CROP,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (quality, rounded latent) for central crops of the images ``paths``.
+
+    Each image is taken at each of ``scales`` (Lanczos) and cropped to at most
+    ``side`` x ``side`` pixels around its centre. These latents are the samples
+    from which the context tables are counted, one at a time.
+    """
+    model = model.eval()
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        for scale in scales:
+            size = (round(rgb.width * scale), round(rgb.height * scale))
+            scaled = rgb if scale == 1.0 else rgb.resize(size, Image.LANCZOS)
+            pixels = np.array(scaled)
+            top = max(0, (pixels.shape[0] - side) // 2)
+            left = max(0, (pixels.shape[1] - side) // 2)
+            crop = pixels[top : top + side, left : left + side]
+            x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255
+            for quality in range(model.qualities):
+                with torch.inference_mode():
+                    y = torch.round(model.analysis(x, quality))
+                yield quality, y[0].to(torch.int32).numpy()
+
+
 def fit_task(args: argparse.Namespace) -> int:
     """Run ``aelab fit --task compress DATA -o MODEL``."""
     # Imported here so that a long training run saves with the store code of
@@ -221,10 +257,11 @@ def fit_task(args: argparse.Namespace) -> int:
     store = importlib.import_module("aelab.codec.store")
     output = Path(args.output)
     store.check_codec_path(output)
-    steps = args.steps or DEFAULT_STEPS
-    if steps < 1 or args.crop_size < 2 * 16:
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    if steps < 0 or (steps == 0 and not args.init) or args.crop_size < 2 * 16:
         raise InvalidParameterError(
-            f"--steps must be >= 1 and --crop-size >= 32 (got {steps} and "
+            f"--steps must be >= 1 (or 0 with --init, to recount only the "
+            f"entropy tables) and --crop-size >= 32 (got {steps} and "
             f"{args.crop_size})"
         )
     paths = training_paths(args.data)
@@ -239,6 +276,11 @@ def fit_task(args: argparse.Namespace) -> int:
         + (f" --batch-size {args.batch_size}" if args.batch_size else "")
     )
     checkpoint = output.with_name(output.name + ".partial.safetensors")
+    if steps == 0:
+        model = start.model
+        summary = {"steps": 0, "training_images": [p.name for p in paths]}
+        _save(store, model, summary, command, start, output, paths)
+        return 0
     model, summary = train_codec(
         paths,
         steps=steps,
@@ -252,10 +294,29 @@ def fit_task(args: argparse.Namespace) -> int:
         initial=start.model if start else None,
     )
     save_file(model.state_dict(), str(checkpoint))
+    _save(store, model, summary, command, start, output, paths)
+    checkpoint.unlink(missing_ok=True)
+    return 0
+
+
+def _save(
+    store: Any,
+    model: torch.nn.Module,
+    summary: dict[str, Any],
+    command: str,
+    start: Any,
+    output: Path,
+    paths: list[Path],
+) -> None:
+    """Count the context tables on ``paths`` and write the codec folder."""
+    logger.info("counting the entropy tables on %d images", len(paths))
+    latents = table_samples(model, paths)
     summary["command"] = command
+    summary["table_images"] = {
+        "scales": list(TABLE_SCALES),
+        "central_crop": TABLE_CROP,
+    }
     if start is not None:
         summary["initial_training"] = start.config.get("training", {})
     with atomic_path(output) as tmp:
-        store.save_codec(model, tmp, summary, model_id=output.name)
-    checkpoint.unlink(missing_ok=True)
-    return 0
+        store.save_codec(model, tmp, summary, model_id=output.name, latents=latents)

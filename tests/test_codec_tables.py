@@ -1,0 +1,157 @@
+"""Table compression: an autoencoder's rounded code plus a bounded residual."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from aelab import AutoEncoder
+from aelab.cli.main import main
+from aelab.codec.container import CorruptFileError
+from aelab.codec.image import decompress_image
+from aelab.codec.store import load_codec
+from aelab.codec.tables import (
+    code_streams,
+    compress_table,
+    decompress_table,
+    load_table_model,
+)
+from aelab.errors import InvalidDataError, InvalidParameterError
+
+GOLDEN_CODEC = "tests/data/codec/tiny"
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    return frame.iloc[:400], frame.iloc[400:].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model(cancer, tmp_path_factory):
+    train, _ = cancer
+    folder = tmp_path_factory.mktemp("models") / "cancer"
+    estimator = AutoEncoder(latent_dim=6, epochs=60, random_state=0)
+    estimator.fit(train).save(folder)
+    return load_table_model(folder)
+
+
+def scales(model):
+    """Each numeric column's scale: errors are bounded by tolerance times it."""
+    columns = model.estimator.preprocessor_.columns
+    return np.array([c.scale for c in columns if hasattr(c, "scale")])
+
+
+def test_round_trip_stays_within_tolerance(model, cancer):
+    _, test = cancer
+    result = compress_table(model, test, tolerance=0.05)
+    back = decompress_table(model, result.data)
+    assert list(back.columns) == list(test.columns)
+    error = np.abs(back.to_numpy() - test.to_numpy())
+    # Every value within tolerance x its column's scale, up to float32 rounding.
+    assert np.all(error <= 0.05 * scales(model) * (1 + 1e-4) + 1e-6)
+    assert result.max_error == pytest.approx(error.max(), rel=1e-6)
+    assert result.rms_error == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-6)
+
+
+def test_the_code_makes_the_file_smaller(model, cancer):
+    # The same residual coder with no prediction (every row predicted as the
+    # column means) must need more bytes than with the autoencoder's prediction.
+    _, test = cancer
+    tolerance = 0.05
+    result = compress_table(model, test, tolerance)
+    x = model.estimator.preprocessor_.transform(test)
+    plain = np.round(x / (2 * tolerance)).astype(np.int64)
+    plain_bytes = len(code_streams([plain[:, f] for f in range(x.shape[1])]))
+    assert len(result.data) < 0.9 * plain_bytes
+    # The raw float32 values take more than four times the bytes.
+    assert len(result.data) < len(test.to_numpy(np.float32).tobytes()) / 4
+
+
+def test_categories_come_back_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(10, 2, 300),
+            "kind": rng.choice(["oak", "pine", "ash"], 300),
+            "age": rng.integers(1, 90, 300).astype(float),
+        }
+    )
+    AutoEncoder(latent_dim=2, epochs=20, random_state=0).fit(frame).save(tmp_path / "m")
+    model = load_table_model(tmp_path / "m")
+    back = decompress_table(model, compress_table(model, frame, 0.2).data)
+    assert back["kind"].tolist() == frame["kind"].tolist()
+    assert np.abs(back["age"] - frame["age"]).max() <= 0.2 * scales(model)[1] + 1e-6
+
+
+def test_bad_input_is_rejected(model, cancer):
+    _, test = cancer
+    holes = test.copy()
+    holes.loc[3, "mean area"] = np.nan
+    with pytest.raises(InvalidDataError, match="'mean area' has missing values"):
+        compress_table(model, holes)
+    with pytest.raises(InvalidParameterError, match="tolerance must be"):
+        compress_table(model, test, tolerance=0.5)
+
+
+def test_damaged_and_foreign_files_raise(model, cancer, tmp_path):
+    _, test = cancer
+    data = compress_table(model, test.iloc[:50], 0.1).data
+    with pytest.raises(CorruptFileError, match="truncated"):
+        decompress_table(model, data[:-9])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    with pytest.raises(CorruptFileError, match="checksum"):
+        decompress_table(model, bytes(flipped))
+    other_frame = test.iloc[:100]
+    AutoEncoder(latent_dim=6, epochs=2, random_state=1).fit(other_frame).save(
+        tmp_path / "other"
+    )
+    with pytest.raises(InvalidDataError, match="pass that model's folder"):
+        decompress_table(load_table_model(tmp_path / "other"), data)
+    with pytest.raises(InvalidDataError, match="holds a table, not an image"):
+        decompress_image(load_codec(GOLDEN_CODEC), data)
+
+
+def test_cli_round_trip(model, cancer, tmp_path, capsys):
+    _, test = cancer
+    test.to_csv(tmp_path / "t.csv", index=False)
+    model_dir = tmp_path / "cancer"
+    model.estimator.save(model_dir)
+    assert (
+        main(
+            [
+                "compress",
+                str(tmp_path / "t.csv"),
+                "-o",
+                str(tmp_path / "t.aelc"),
+                "--model",
+                str(model_dir),
+                "--tolerance",
+                "0.02",
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    assert "largest error" in capsys.readouterr().out
+    out = tmp_path / "back.parquet"
+    assert (
+        main(
+            [
+                "decompress",
+                str(tmp_path / "t.aelc"),
+                "-o",
+                str(out),
+                "--model",
+                str(model_dir),
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    back = pd.read_parquet(out)
+    assert np.all(
+        np.abs(back.to_numpy() - test.to_numpy()) <= 0.02 * scales(model) + 1e-4
+    )
+    code = main(["decompress", str(tmp_path / "t.aelc"), "-o", str(tmp_path / "x.csv")])
+    assert code == 1
+    assert "tables need --model" in capsys.readouterr().err
