@@ -342,3 +342,19 @@ def test_parquet_folder_with_other_columns_raises(tmp_path) -> None:
     pd.DataFrame({"a": [1.0], "c": [2.0]}).to_parquet(tmp_path / "2.parquet")
     with pytest.raises(InvalidDataError, match=r"missing \['b'\], extra \['c'\]"):
         load(tmp_path)
+
+
+def test_jpeg_output_keeps_more_detail_than_pillow_default(tmp_path):
+    from sklearn.datasets import load_sample_image
+
+    from aelab.data.images import ImageRecord, write_image
+
+    photo = load_sample_image("china.jpg")
+    write_image(tmp_path / "ours.jpg", ImageRecord(photo.astype(np.float32) / 255, 8))
+    Image.fromarray(photo).save(tmp_path / "default.jpg")  # Pillow's quality 75
+
+    def psnr(path: Path) -> float:
+        back = np.asarray(Image.open(path)).astype(np.float64)
+        return 10 * np.log10(255**2 / np.mean((back - photo) ** 2))
+
+    assert psnr(tmp_path / "ours.jpg") > psnr(tmp_path / "default.jpg") + 2

@@ -218,6 +218,16 @@ def test_newer_format_version_is_rejected(tmp_path):
         Restorer.load(model, "colorize")
 
 
+def test_config_without_network_names_the_field(tmp_path):
+    model = tmp_path / "partial"
+    shutil.copytree(pretrained_path("denoise"), model)
+    config = json.loads((model / "config.json").read_text())
+    del config["network"]
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFormatError, match="lacks the field 'network'; train"):
+        Restorer.load(model, "denoise")
+
+
 def test_wrong_task_is_rejected():
     with pytest.raises(ModelFormatError, match="trained for task 'colorize'"):
         Restorer.load(pretrained_path("colorize"), "denoise")

@@ -59,3 +59,10 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
             f"first (mkdir -p {parent}) or choose another path"
         )
     return path
+
+
+def config_problem(err: Exception) -> str:
+    """Describe a KeyError or TypeError raised while reading a config.json."""
+    if isinstance(err, KeyError) and err.args:
+        return f"lacks the field {err.args[0]!r}"
+    return f"has a field of the wrong type or value ({err})"

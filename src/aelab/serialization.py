@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from ._version import __version__
 from .data import preprocessor_from_config
 from .errors import InvalidParameterError, ModelFormatError
-from .io_utils import atomic_path, check_output_path
+from .io_utils import atomic_path, check_output_path, config_problem
 from .models import build_model
 
 FORMAT = "aelab-model"
@@ -151,8 +151,8 @@ def load_model(path: Path, device: str = "auto") -> Any:
         training = config["training"]
     except (KeyError, TypeError) as err:
         raise ModelFormatError(
-            f"model config {str(path / CONFIG)!r} is incomplete or invalid ({err!r}); "
-            "save or train the model again"
+            f"model config {str(path / CONFIG)!r} {config_problem(err)}; save or "
+            "train the model again"
         ) from err
 
     try:
@@ -171,8 +171,8 @@ def load_model(path: Path, device: str = "auto") -> Any:
         _restore_training_state(estimator, training)
     except (KeyError, TypeError) as err:
         raise ModelFormatError(
-            f"model config {str(path / CONFIG)!r} lacks training field {err}; save or "
-            "train the model again"
+            f"model config {str(path / CONFIG)!r} {config_problem(err)} in its "
+            "training record; save or train the model again"
         ) from err
     estimator.metadata_ = config.get("metadata", {})
     return estimator

