@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,25 @@ def time_pyod(data: np.ndarray, epochs: int, batch: int) -> float:
     return time.perf_counter() - started
 
 
+def alternate(
+    label: str, sides: dict[str, Callable[[], float]], repeats: int
+) -> dict[str, list[float]]:
+    """Run every side once per repeat, in turn, and return each side's seconds.
+
+    Alternating makes the sides share whatever else loads the machine.
+    """
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    for repeat in range(repeats):
+        for side, run in sides.items():
+            seconds[side].append(run())
+        print(
+            f"  {label} repeat {repeat + 1}/{repeats}: "
+            + ", ".join(f"{s} {v[-1]:.2f} s" for s, v in seconds.items()),
+            flush=True,
+        )
+    return seconds
+
+
 def compare_trainers(
     name: str, data: np.ndarray, kind: str, epochs: int, batch: int, repeats: int
 ) -> dict[str, Any]:
@@ -246,15 +266,7 @@ def compare_trainers(
     time_aelab(data, kind, 1, batch, check=True)
     for run in sides.values():
         run()
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    for repeat in range(repeats):
-        for side, run in sides.items():
-            seconds[side].append(run())
-        print(
-            f"  {name} repeat {repeat + 1}/{repeats}: "
-            + ", ".join(f"{s} {v[-1]:.2f} s" for s, v in seconds.items()),
-            flush=True,
-        )
+    seconds = alternate(name, sides, repeats)
     work = len(data) * epochs
     rates = {side: work / statistics.median(v) for side, v in seconds.items()}
     return {
@@ -366,17 +378,17 @@ def compare_defaults(
     for fit in sides.values():  # untimed warm-up
         fit()
 
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
     fitted: dict[str, Any] = {}
-    for repeat in range(repeats):
-        for side, fit in sides.items():
+
+    def keep(side: str, fit: Callable[[], tuple[float, Any]]) -> Callable[[], float]:
+        def run() -> float:
             elapsed, fitted[side] = fit()
-            seconds[side].append(elapsed)
-        print(
-            f"  {name} at defaults, repeat {repeat + 1}/{repeats}: "
-            + ", ".join(f"{s} {v[-1]:.2f} s" for s, v in seconds.items()),
-            flush=True,
-        )
+            return elapsed
+
+        return run
+
+    timed = {side: keep(side, fit) for side, fit in sides.items()}
+    seconds = alternate(f"{name} at defaults,", timed, repeats)
 
     scaling = SharedScaling(train)
     held_out_mse = {
@@ -419,15 +431,7 @@ def compare_compile(
         "compile": lambda: time_aelab(data, kind, epochs, batch, compile=True),
     }
     first = {side: run() for side, run in sides.items()}
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    for repeat in range(repeats):
-        for side, run in sides.items():
-            seconds[side].append(run())
-        print(
-            f"  {name} repeat {repeat + 1}/{repeats}: "
-            + ", ".join(f"{s} {v[-1]:.2f} s" for s, v in seconds.items()),
-            flush=True,
-        )
+    seconds = alternate(name, sides, repeats)
     work = len(data) * epochs
     rates = {side: work / statistics.median(v) for side, v in seconds.items()}
     return {

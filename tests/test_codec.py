@@ -1,6 +1,7 @@
 """Learned image compression: container, entropy coding, golden files, CLI."""
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -340,6 +341,10 @@ def test_fit_steps_zero_recounts_tables_only(tmp_path, capsys):
                  "--steps", "0", "--init", str(GOLDEN / "tiny")])  # fmt: skip
     assert code == 0
     recounted = load_codec(out)
+    # Readable like any other file the user writes, not 0600 as safetensors makes.
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     for name, value in tiny.model.state_dict().items():
         assert torch.equal(recounted.model.state_dict()[name], value), name
     assert recounted.tables.classes == 14
@@ -397,3 +402,22 @@ def test_smaller_declared_shape_raises(tiny, flower):
     struct.pack_into("<II", data, start, 16, 16)  # the image is 64x90
     with pytest.raises(CorruptFileError, match="longer than the image"):
         decompress_image(tiny, with_fixed_crc(bytes(data)), "f.aelc")
+
+
+def test_unknown_older_version_is_called_damaged(tiny, flower):
+    data = bytearray(compress_image(tiny, flower, quality=2).data)
+    data[4] = 0
+    with pytest.raises(CorruptFileError, match="version 0, which no aelab wrote"):
+        CompressedImage.from_bytes(with_fixed_crc(bytes(data)))
+
+
+def test_fit_names_a_broken_photo(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(load_sample_image("flower.jpg")).save(photos / "good.png")
+    (photos / "bad.png").write_bytes((photos / "good.png").read_bytes()[:500])
+    code = main(["fit", "--task", "compress", str(photos), "-o", str(tmp_path / "c"),
+                 "--steps", "0", "--init", str(GOLDEN / "tiny")])  # fmt: skip
+    assert code == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -155,3 +155,65 @@ def test_cli_round_trip(model, cancer, tmp_path, capsys):
     code = main(["decompress", str(tmp_path / "t.aelc"), "-o", str(tmp_path / "x.csv")])
     assert code == 1
     assert "tables need --model" in capsys.readouterr().err
+
+
+def test_large_offsets_stay_within_tolerance(tmp_path):
+    # A timestamp-like column: centred at 1.7e9 with a spread of 10. Decoding
+    # through float32 would round it to steps of 128.
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "ts": 1.7e9 + rng.normal(0, 10, 300),
+            "big": 12345.678 + rng.normal(0, 1e-3, 300),
+        }
+    )
+    AutoEncoder(latent_dim=1, epochs=5, random_state=0).fit(frame).save(tmp_path / "m")
+    model = load_table_model(tmp_path / "m")
+    back = decompress_table(model, compress_table(model, frame, 0.01).data)
+    error = np.abs(back.to_numpy() - frame.to_numpy()).max(axis=0)
+    assert np.all(error <= 0.01 * scales(model) * (1 + 1e-3))
+
+
+def test_unseen_and_empty_categories_are_refused(tmp_path):
+    frame = pd.DataFrame({"x": np.arange(60.0), "kind": ["a", "b", "c"] * 20})
+    AutoEncoder(latent_dim=1, epochs=2, random_state=0).fit(frame).save(tmp_path / "m")
+    model = load_table_model(tmp_path / "m")
+    new = frame.copy()
+    new.loc[4, "kind"] = "zzz"
+    with pytest.raises(InvalidDataError, match="'kind' has the category 'zzz'"):
+        compress_table(model, new)
+    new.loc[4, "kind"] = ""
+    with pytest.raises(InvalidDataError, match="'kind' has an empty value"):
+        compress_table(model, new)
+
+
+def test_tiny_tolerance_names_column_and_a_working_tolerance(model, cancer):
+    _, test = cancer
+    with pytest.raises(InvalidParameterError, match=r"column '.*' has a value") as err:
+        compress_table(model, test, tolerance=1e-7)
+    suggested = float(str(err.value).split("--tolerance ")[1].split()[0])
+    assert compress_table(model, test, tolerance=suggested * 1.01).max_error > 0
+
+
+def test_damaged_file_in_folder_writes_nothing(model, cancer, tmp_path, capsys):
+    _, test = cancer
+    model_dir = tmp_path / "cancer"
+    model.estimator.save(model_dir)
+    files = tmp_path / "files"
+    files.mkdir()
+    for name, rows in (("a", test.iloc[:40]), ("b", test.iloc[40:80])):
+        rows.to_csv(tmp_path / f"{name}.csv", index=False)
+        target = str(files / f"{name}.aelc")
+        source = str(tmp_path / f"{name}.csv")
+        code = main(["compress", source, "-o", target, "--model", str(model_dir)])
+        assert code == 0
+    data = (files / "b.aelc").read_bytes()
+    (files / "b.aelc").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert (
+        main(["decompress", str(files), "-o", str(out), "--model", str(model_dir)]) == 1
+    )
+    assert "'b.aelc' is truncated" in capsys.readouterr().err.replace(
+        str(files) + "/", ""
+    )
+    assert not out.exists()

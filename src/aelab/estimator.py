@@ -708,13 +708,14 @@ def _check_bf16_device(device: torch.device) -> None:
     if device.type != "cuda":
         raise InvalidParameterError(
             f"precision='bf16-mixed' needs a CUDA device, but training runs on "
-            f"{device.type}; use precision='float32' or device='cuda'"
+            f"{device.type}; use precision='float32' or device='cuda' (on the "
+            "command line, --precision float32 or --device cuda)"
         )
     if not torch.cuda.is_bf16_supported():
         raise InvalidParameterError(
             f"precision='bf16-mixed' needs a GPU with bfloat16 support, but "
             f"{torch.cuda.get_device_name(device)} has none; use "
-            "precision='float32'"
+            "precision='float32' (--precision float32)"
         )
 
 

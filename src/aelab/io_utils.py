@@ -66,3 +66,19 @@ def config_problem(err: Exception) -> str:
     if isinstance(err, KeyError) and err.args:
         return f"lacks the field {err.args[0]!r}"
     return f"has a field of the wrong type or value ({err})"
+
+
+def write_safetensors(
+    tensors: dict, path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file readable as the umask allows, like any other file.
+
+    safetensors creates its files with mode 0600, so a model folder copied to a
+    shared place would hold weights that only their writer can read.
+    """
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

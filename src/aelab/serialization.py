@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ._version import __version__
 from .data import preprocessor_from_config
 from .errors import InvalidParameterError, ModelFormatError
-from .io_utils import atomic_path, check_output_path, config_problem
+from .io_utils import atomic_path, check_output_path, config_problem, write_safetensors
 from .models import build_model
 
 FORMAT = "aelab-model"
@@ -73,7 +73,7 @@ def save_model(estimator: Any, path: Path) -> Path:
     }
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        write_safetensors(weights, tmp / WEIGHTS, metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return path
 

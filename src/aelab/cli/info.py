@@ -88,6 +88,11 @@ def _codec_training(training: dict[str, Any]) -> str:
         return done
     if training.get("steps") == 0:
         done = "none (tables recounted)"
+    # A recount of a recount: report the run that trained the network.
+    while initial.get("steps") == 0 and isinstance(
+        initial.get("initial_training"), dict
+    ):
+        initial = initial["initial_training"]
     return (
         f"{done}, from a codec trained {initial.get('steps')} steps in "
         f"{initial.get('seconds')} s"

@@ -100,11 +100,16 @@ class CompressedImage:
             raise _truncated(name)
 
         version, kind, id_length = data[4], data[5], data[6]
-        if version != VERSION:
+        if version > VERSION:
             raise CorruptFileError(
                 f"{name} uses compressed format version {version}, but this aelab "
                 f"reads version {VERSION}; upgrade aelab (pip install -U aelab) to "
                 "decompress it"
+            )
+        if version < VERSION:
+            raise CorruptFileError(
+                f"{name} declares format version {version}, which no aelab wrote; "
+                "the file is damaged, nothing was decoded"
             )
         if kind not in (KIND_IMAGE, KIND_TABLE):
             raise CorruptFileError(
@@ -130,7 +135,7 @@ class CompressedImage:
         if zlib.crc32(data[: expected - 4]) != crc:
             raise CorruptFileError(
                 f"{name} fails its checksum: some bytes were changed after it was "
-                "written; no image was decoded"
+                "written; nothing was decoded"
             )
 
         try:
@@ -166,6 +171,6 @@ class CompressedImage:
 def _truncated(name: str, size: int | None = None, expected: int | None = None):
     sizes = f" ({size} of {expected} bytes)" if size is not None else ""
     return CorruptFileError(
-        f"{name} is truncated{sizes}; copy it again from its source, no image was "
+        f"{name} is truncated{sizes}; copy it again from its source, nothing was "
         "decoded"
     )

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import check_output_path
+from ..io_utils import check_output_path, write_safetensors
 from .entropy import CONTEXT_EDGES, EntropyTables, build_tables
 from .model import ImageCodec, build_codec
 
@@ -81,7 +81,7 @@ def save_codec(
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update(tables.to_tensors())
     folder.mkdir()
-    save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    write_safetensors(tensors, folder / WEIGHTS, metadata={"format": FORMAT})
     digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
     config = {
         "format": FORMAT,

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.tables import NumericColumn
 from ..errors import InvalidDataError, InvalidParameterError
 from .container import KIND_TABLE, CompressedImage, CorruptFileError
 
@@ -136,17 +137,13 @@ def compress_table(
     pre = estimator.preprocessor_
     given = estimator._read(data)
     frame = given.data
-    missing = frame.columns[frame.isna().any().to_numpy()].tolist()
-    if missing:
-        raise InvalidDataError(
-            f"column {missing[0]!r} has missing values; the table codec stores "
-            "complete tables only, so fill or drop those rows first"
-        )
+    _check_complete(frame, pre)
     x = estimator._model_input(estimator._to_matrix(given))
     codes = estimator._batches(x, estimator.model_.encode).astype(np.float64)
 
     predict = functools.partial(_predict, estimator)
     code_symbols, steps, use, residual, restored = plan(x, codes, predict, tolerance)
+    _check_reach(residual, pre.feature_names, tolerance)
 
     streams = [code_symbols[:, d] for d in range(code_symbols.shape[1])]
     streams += [residual[:, f] for f in range(residual.shape[1])]
@@ -155,9 +152,22 @@ def compress_table(
     payload += steps.astype("<f4").tobytes() + code_streams(streams, flags)
 
     decoded = pre.inverse_transform(restored)
-    numeric = [c for c in decoded.columns if pd.api.types.is_numeric_dtype(decoded[c])]
-    original = frame[numeric].to_numpy(dtype=np.float64)
-    errors = decoded[numeric].to_numpy(dtype=np.float64) - original
+    numeric = [c for c in pre.columns if isinstance(c, NumericColumn)]
+    names = [c.name for c in numeric]
+    original = frame[names].to_numpy(dtype=np.float64)
+    errors = decoded[names].to_numpy(dtype=np.float64) - original
+    # The promise, checked before anything is written: a float64 value far from
+    # its column's centre can lose more than the tolerance in float32 scaling.
+    allowed = tolerance * np.array([c.scale for c in numeric]) * (1 + 1e-3)
+    worse = np.abs(errors) > allowed + 1e-12
+    if worse.any():
+        row, col = np.argwhere(worse)[0]
+        raise InvalidDataError(
+            f"column {names[col]!r} cannot be kept within the tolerance: row "
+            f"{row} would come back as {decoded[names[col]].iloc[row]!r} instead of "
+            f"{original[row, col]!r}; pass a larger --tolerance, or store this "
+            "column separately"
+        )
     file = CompressedImage(
         model_id=model.model_id,
         model_hash=model.model_hash,
@@ -303,6 +313,44 @@ def code_streams(streams: list[np.ndarray], flags: list[int] | None = None) -> b
         parameters += _STREAM.pack(centre, parameter, flags[i] if flags else 0)
         _encode(encoder, values - centre, parameter)
     return parameters + encoder.get_compressed().astype("<u4").tobytes()
+
+
+def _check_complete(frame: pd.DataFrame, pre: Any) -> None:
+    """Refuse missing values and categories the model cannot reproduce."""
+    missing = frame.columns[frame.isna().any().to_numpy()].tolist()
+    if missing:
+        raise InvalidDataError(
+            f"column {missing[0]!r} has missing values; the table codec stores "
+            "complete tables only, so fill or drop those rows first"
+        )
+    for column in pre.columns:
+        if isinstance(column, NumericColumn):
+            continue
+        labels = frame[column.name].astype(str)
+        unseen = ~labels.isin(column.categories)
+        if unseen.any():
+            value = labels[unseen].iloc[0]
+            what = "an empty value" if value == "" else f"the category {value!r}"
+            raise InvalidDataError(
+                f"column {column.name!r} has {what}, which the "
+                "model never saw in training, so it cannot come back; train the "
+                "model on data with this category, or drop those rows"
+            )
+
+
+def _check_reach(residual: np.ndarray, names: list[str], tolerance: float) -> None:
+    """Refuse residuals beyond the escape range, naming the column and a fix."""
+    centred = residual - np.median(residual, axis=0).astype(np.int64)
+    reach = np.abs(centred).max(axis=0)
+    if (reach < ESCAPE_LIMIT).all():
+        return
+    col = int(np.argmax(reach))
+    needed = tolerance * reach[col] / (ESCAPE_LIMIT - 1)
+    raise InvalidParameterError(
+        f"column {names[col]!r} has a value {reach[col] * 2 * tolerance:.4g} scaled "
+        f"units from what the model predicts, more than tolerance {tolerance:g} "
+        f"can code; pass --tolerance {needed:.2g} or larger"
+    )
 
 
 def _predict(estimator: Any, symbols: np.ndarray, steps: np.ndarray) -> np.ndarray:

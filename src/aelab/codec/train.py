@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..cli.common import say, verify_image
 from ..data.images import is_image_path, list_images
 from ..errors import InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path
@@ -265,6 +266,8 @@ def fit_task(args: argparse.Namespace) -> int:
             f"{args.crop_size})"
         )
     paths = training_paths(args.data)
+    for path in paths:  # name a broken photo before minutes of training
+        verify_image(path)
     start = store.load_codec(args.init) if args.init else None
     time_limit = args.max_minutes * 60 if args.max_minutes else None
     command = (
@@ -279,7 +282,7 @@ def fit_task(args: argparse.Namespace) -> int:
     if steps == 0:
         model = start.model
         summary = {"steps": 0, "training_images": [p.name for p in paths]}
-        _save(store, model, summary, command, start, output, paths)
+        _save(args, store, model, summary, command, start, output, paths)
         return 0
     model, summary = train_codec(
         paths,
@@ -294,12 +297,13 @@ def fit_task(args: argparse.Namespace) -> int:
         initial=start.model if start else None,
     )
     save_file(model.state_dict(), str(checkpoint))
-    _save(store, model, summary, command, start, output, paths)
+    _save(args, store, model, summary, command, start, output, paths)
     checkpoint.unlink(missing_ok=True)
     return 0
 
 
 def _save(
+    args: argparse.Namespace,
     store: Any,
     model: torch.nn.Module,
     summary: dict[str, Any],
@@ -320,3 +324,10 @@ def _save(
         summary["initial_training"] = start.config.get("training", {})
     with atomic_path(output) as tmp:
         store.save_codec(model, tmp, summary, model_id=output.name, latents=latents)
+    steps = summary["steps"]
+    trained = f"{steps} training steps" if steps else "no training"
+    say(
+        args,
+        f"wrote codec {output} ({trained}; entropy tables counted on "
+        f"{len(paths)} images)",
+    )

@@ -332,7 +332,10 @@ class TablePreprocessor:
         at = 0
         for column in self.columns:
             if isinstance(column, NumericColumn):
-                result[column.name] = matrix[:, at] * column.scale + column.center
+                # In float64: a float32 result would round a column centred at
+                # 1.7e9 to steps of 128.
+                values = matrix[:, at].astype(np.float64)
+                result[column.name] = values * column.scale + column.center
                 at += 2 if column.indicator else 1
             else:
                 width = len(column.categories)

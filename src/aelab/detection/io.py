@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import atomic_path, check_output_path
+from ..io_utils import atomic_path, check_output_path, write_safetensors
 from ..serialization import load_model, save_model
 
 FORMAT = "aelab-detector"
@@ -74,7 +74,7 @@ def save_detector(detector: Any, path: str | os.PathLike[str]) -> Path:
         tmp.mkdir()
         for i, model in enumerate(detector.models_):
             save_model(model, tmp / f"member-{i}")
-        save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
+        write_safetensors(tensors, tmp / TENSORS, metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return path
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import atomic_path, check_output_path, config_problem
+from ..io_utils import atomic_path, check_output_path, config_problem, write_safetensors
 from .models import build_network
 
 FORMAT = "aelab-restore-model"
@@ -58,7 +58,7 @@ def save_restorer(
     }
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        write_safetensors(weights, tmp / WEIGHTS, metadata={"format": FORMAT})
         (tmp / WEIGHTS).chmod(0o644)  # safetensors 0.8 writes mode 0600
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     return path
