@@ -216,7 +216,7 @@ def test_file_from_other_model_raises(tiny):
     data[7 + id_length] ^= 0xFF  # change the stored model hash, then fix the CRC
     body = bytes(data[:-4])
     data = body + struct.pack("<I", zlib.crc32(body))
-    with pytest.raises(InvalidDataError, match="was compressed by the codec"):
+    with pytest.raises(InvalidDataError, match="was compressed with the model"):
         decompress_image(tiny, data, "f.aelc")
 
 

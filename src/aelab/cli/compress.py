@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..codec.container import KIND_IMAGE, KIND_TABLE, SUFFIX, CompressedImage
+from ..codec.container import KIND_IMAGE, KIND_TABLE, SUFFIX, open_file
 from ..codec.image import compress_image, decompress_image
 from ..codec.store import load_codec
 from ..codec.tables import (
@@ -234,7 +234,7 @@ def run_decompress(args: argparse.Namespace) -> int:
             f"decompressed images go to a folder or a .png file, not {str(output)!r}"
         )
     suffix = output.suffix.lower() if is_image_path(output) else ".png"
-    _check_files(sources, codec.model_id, codec.model_hash)
+    _check_files(sources, KIND_IMAGE, codec.model_id, codec.model_hash)
     targets = _targets(sources, output, suffix, args.overwrite)
     for source, target in tqdm(
         list(zip(sources, targets, strict=True)),
@@ -248,21 +248,16 @@ def run_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_files(sources: list[Path], model_id: str, model_hash: bytes) -> None:
-    """Check every file's container and model before any output is written.
+def _check_files(
+    sources: list[Path], kind: int, model_id: str, model_hash: bytes
+) -> None:
+    """Check every file's container, kind and model before any output is written.
 
     The checksum and lengths catch truncated and altered files, so a damaged file
     in a folder stops the command before the first image or table is written.
     """
     for source in sources:
-        name = repr(str(source))
-        file = CompressedImage.from_bytes(source.read_bytes(), name)
-        if file.model_hash != model_hash:
-            raise InvalidDataError(
-                f"{name} was compressed with the model {file.model_id!r} (hash "
-                f"{file.model_hash.hex()}), not with {model_id!r}; pass that "
-                "model's folder with --model; nothing was written"
-            )
+        open_file(source.read_bytes(), repr(str(source)), kind, model_id, model_hash)
 
 
 def _kind(path: Path) -> int:
@@ -322,7 +317,7 @@ def _decompress_tables(args: argparse.Namespace, sources: list[Path]) -> int:
             f"decompressed tables go to a folder or a {', '.join(TABLE_OUTPUTS)} "
             f"file, not {str(output)!r}"
         )
-    _check_files(sources, model.model_id, model.model_hash)
+    _check_files(sources, KIND_TABLE, model.model_id, model.model_hash)
     targets = _targets(sources, output, suffix, args.overwrite)
     for source, target in zip(sources, targets, strict=True):
         table = decompress_table(model, source.read_bytes(), repr(str(source)))

@@ -168,6 +168,33 @@ class CompressedImage:
         )
 
 
+def open_file(
+    data: bytes, name: str, kind: int, model_id: str, model_hash: bytes
+) -> CompressedImage:
+    """Parse ``data`` and check that it holds ``kind`` written by this model.
+
+    Raises:
+        CorruptFileError: The bytes are truncated, altered, or not an aelab file.
+        InvalidDataError: The file holds the other kind, or another model wrote it.
+    """
+    file = CompressedImage.from_bytes(data, name)
+    if file.kind != kind:
+        held, wanted = (
+            ("a table", "an image") if kind == KIND_IMAGE else ("an image", "a table")
+        )
+        raise InvalidDataError(
+            f"{name} holds {held}, not {wanted}; decompress it with --model set to "
+            "the model that compressed it"
+        )
+    if file.model_hash != model_hash:
+        raise InvalidDataError(
+            f"{name} was compressed with the model {file.model_id!r} (hash "
+            f"{file.model_hash.hex()}), not with {model_id!r} (hash "
+            f"{model_hash.hex()}); pass that model's folder with --model"
+        )
+    return file
+
+
 def _truncated(name: str, size: int | None = None, expected: int | None = None):
     sizes = f" ({size} of {expected} bytes)" if size is not None else ""
     return CorruptFileError(

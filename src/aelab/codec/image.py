@@ -11,7 +11,7 @@ import torch
 
 from ..data.images import LUMA, ImageRecord
 from ..errors import InvalidDataError, InvalidParameterError
-from .container import KIND_IMAGE, CompressedImage, CorruptFileError
+from .container import KIND_IMAGE, CompressedImage, CorruptFileError, open_file
 from .entropy import decode_latent, encode_latent
 from .store import LoadedCodec
 
@@ -79,18 +79,7 @@ def decompress_image(
         CorruptFileError: The bytes are truncated, altered, or not an aelab file.
         InvalidDataError: The file was written by another codec.
     """
-    file = CompressedImage.from_bytes(data, name)
-    if file.kind != KIND_IMAGE:
-        raise InvalidDataError(
-            f"{name} holds a table, not an image; decompress it with --model set to "
-            "the table model that compressed it"
-        )
-    if file.model_hash != codec.model_hash:
-        raise InvalidDataError(
-            f"{name} was compressed by the codec {file.model_id!r} (hash "
-            f"{file.model_hash.hex()}), not by {codec.model_id!r} (hash "
-            f"{codec.model_hash.hex()}); pass that codec's folder with --model"
-        )
+    file = open_file(data, name, KIND_IMAGE, codec.model_id, codec.model_hash)
     if not 1 <= file.quality <= codec.qualities:
         raise CorruptFileError(f"{name} declares quality {file.quality}")
     shape = (

@@ -56,7 +56,7 @@ import torch
 
 from ..data.tables import NumericColumn
 from ..errors import InvalidDataError, InvalidParameterError
-from .container import KIND_TABLE, CompressedImage, CorruptFileError
+from .container import KIND_TABLE, CompressedImage, CorruptFileError, open_file
 
 # Each code dimension is rounded with one of these fractions of its standard
 # deviation over the file, whichever gives the smallest file.
@@ -241,17 +241,7 @@ def decompress_table(model: TableModel, data: bytes, name: str = "the file") -> 
         CorruptFileError: The bytes are truncated, altered, or not a table file.
         InvalidDataError: The file was written with another model.
     """
-    file = CompressedImage.from_bytes(data, name)
-    if file.kind != KIND_TABLE:
-        raise InvalidDataError(
-            f"{name} holds an image, not a table; decompress it with an image codec"
-        )
-    if file.model_hash != model.model_hash:
-        raise InvalidDataError(
-            f"{name} was compressed with the model {file.model_id!r} (hash "
-            f"{file.model_hash.hex()}), not with {model.model_id!r} (hash "
-            f"{model.model_hash.hex()}); pass that model's folder with --model"
-        )
+    file = open_file(data, name, KIND_TABLE, model.model_id, model.model_hash)
     estimator = model.estimator
     rows, payload = file.height, file.latent
     latent_dim = estimator.model_.latent_dim
