@@ -217,3 +217,18 @@ def test_damaged_file_in_folder_writes_nothing(model, cancer, tmp_path, capsys):
         str(files) + "/", ""
     )
     assert not out.exists()
+
+
+def test_image_and_table_options_do_not_mix(model, cancer, tmp_path, capsys):
+    _, test = cancer
+    test.to_csv(tmp_path / "t.csv", index=False)
+    model.estimator.save(tmp_path / "m")
+    code = main(["compress", str(tmp_path / "t.csv"), "-o", str(tmp_path / "t.aelc"),
+                 "--model", str(tmp_path / "m"), "--quality", "4"])  # fmt: skip
+    assert code == 1
+    assert "--quality is for images" in capsys.readouterr().err
+    code = main(["compress", GOLDEN_CODEC + "/../golden.png", "-o",
+                 str(tmp_path / "g.aelc"), "--tolerance", "0.1"])  # fmt: skip
+    assert code == 1
+    assert "--tolerance is for tables" in capsys.readouterr().err
+    assert not (tmp_path / "t.aelc").exists() and not (tmp_path / "g.aelc").exists()

@@ -61,15 +61,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quality",
         type=int,
-        default=DEFAULT_QUALITY,
-        help="images: 1 (smallest files) to 6 for the bundled codec (highest fidelity)",
+        help=f"images: 1 (smallest files) to 6 for the bundled codec (highest "
+        f"fidelity); default {DEFAULT_QUALITY}",
     )
     p.add_argument(
         "--tolerance",
         type=float,
-        default=DEFAULT_TOLERANCE,
         help="tables: largest error of any value, in the model's scaled units "
-        "(standard deviations for standard scaling), above 0 and below 0.5",
+        "(standard deviations for standard scaling), above 0 and below 0.5; "
+        f"default {DEFAULT_TOLERANCE}",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing output files"
@@ -177,7 +177,17 @@ def run_compress(args: argparse.Namespace) -> int:
     if any(tables):
         if not all(tables):
             raise InvalidParameterError("compress images and tables in separate calls")
+        if args.quality is not None:
+            raise InvalidParameterError(
+                "--quality is for images; a table's fidelity is set by --tolerance"
+            )
+        args.tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
         return _compress_tables(args)
+    if args.tolerance is not None:
+        raise InvalidParameterError(
+            "--tolerance is for tables; an image's fidelity is set by --quality"
+        )
+    args.quality = DEFAULT_QUALITY if args.quality is None else args.quality
     codec = load_codec(args.model)
     if not 1 <= args.quality <= codec.qualities:
         raise InvalidParameterError(
