@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidParameterError
@@ -82,3 +84,70 @@ def write_safetensors(
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """One kind of saved folder: its files, its format tag and how errors name it.
+
+    Attributes:
+        format: The ``format`` value of its JSON config.
+        version: The newest ``format_version`` this aelab reads.
+        noun: What errors call it, e.g. "aelab codec".
+        made_by: The commands that write it, for the error messages.
+        redo: What to do with a damaged one, e.g. "train it again".
+        config: The JSON config's file name.
+        weights: The safetensors file's name.
+    """
+
+    format: str
+    version: int
+    noun: str
+    made_by: str
+    redo: str
+    config: str = "config.json"
+    weights: str = "model.safetensors"
+
+
+def read_folder_config(
+    path: Path, folder: FolderFormat, missing_hint: str | None = None
+) -> dict:
+    """Read and check the JSON config of a saved folder of kind ``folder``.
+
+    Raises:
+        ModelFormatError: The path is not such a folder, its config is unreadable
+            or of another kind, or its format version is newer than this aelab
+            reads. ``missing_hint`` replaces the advice when files are missing.
+    """
+    from ._version import __version__
+    from .errors import ModelFormatError
+
+    short = folder.noun.split()[-1]
+    article = "an" if folder.noun[0] in "aeiou" else "a"
+    config_path = path / folder.config
+    if not config_path.is_file() or not (path / folder.weights).is_file():
+        hint = missing_hint or (
+            f"{article} {short} is a folder holding {folder.config} and "
+            f"{folder.weights}, as written by {folder.made_by}"
+        )
+        raise ModelFormatError(f"{str(path)!r} is not {article} {folder.noun}: {hint}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(
+            f"cannot read {str(config_path)!r}: {err}; the {short} is damaged, "
+            f"{folder.redo}"
+        ) from err
+    if not isinstance(config, dict) or config.get("format") != folder.format:
+        raise ModelFormatError(
+            f"{str(config_path)!r} is not {article} {folder.noun} config (missing "
+            f"'format': '{folder.format}'); pass a folder written by {folder.made_by}"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > folder.version:
+        raise ModelFormatError(
+            f"{short} {str(path)!r} has format version {version!r}, written by aelab "
+            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
+            f"up to {folder.version}. Upgrade aelab (pip install -U aelab)"
+        )
+    return config

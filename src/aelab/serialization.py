@@ -22,7 +22,14 @@ from safetensors.torch import load_file
 from ._version import __version__
 from .data import preprocessor_from_config
 from .errors import InvalidParameterError, ModelFormatError
-from .io_utils import atomic_path, check_output_path, config_problem, write_safetensors
+from .io_utils import (
+    FolderFormat,
+    atomic_path,
+    check_output_path,
+    config_problem,
+    read_folder_config,
+    write_safetensors,
+)
 from .models import build_model
 
 FORMAT = "aelab-model"
@@ -100,6 +107,17 @@ def _is_model_folder(path: Path) -> bool:
         return False
 
 
+MODEL_FOLDER = FolderFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    "aelab model",
+    "'aelab fit' or AutoEncoder.save()",
+    "save or train it again",
+    CONFIG,
+    WEIGHTS,
+)
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Read and check a model folder's config.json.
 
@@ -107,31 +125,7 @@ def read_config(path: Path) -> dict[str, Any]:
         ModelFormatError: The path is not an aelab model, or its format version is
             newer than this aelab reads.
     """
-    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
-        raise ModelFormatError(
-            f"{str(path)!r} is not an aelab model: a model is a folder holding "
-            f"{CONFIG} and {WEIGHTS}, as written by 'aelab fit' or AutoEncoder.save()"
-        )
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFormatError(
-            f"cannot read {str(path / CONFIG)!r}: {err}; the model is damaged, "
-            "save or train it again"
-        ) from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFormatError(
-            f"{str(path / CONFIG)!r} is not an aelab model config (missing "
-            f"'format': '{FORMAT}')"
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"model {str(path)!r} has format version {version!r}, written by aelab "
-            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
-            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
-        )
-    return config
+    return read_folder_config(path, MODEL_FOLDER)
 
 
 def load_model(path: Path, device: str = "auto") -> Any:

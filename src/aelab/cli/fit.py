@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 from pathlib import Path
@@ -284,6 +285,9 @@ def run(args: argparse.Namespace) -> int:
     context, args.device = distributed.init_from_env(args.device)
     try:
         code = _fit_table_or_images(args, context)
+        # Free the trainer's DistributedDataParallel wrapper while the process
+        # group still exists; freed after it, gloo can abort the process.
+        gc.collect()
         # Ranks leave together: a rank that tore down gloo while rank 0 was
         # still saving aborted with "terminate called without an active
         # exception" in a clean-clone run.

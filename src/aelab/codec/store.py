@@ -24,7 +24,12 @@ from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import check_output_path, write_safetensors
+from ..io_utils import (
+    FolderFormat,
+    check_output_path,
+    read_folder_config,
+    write_safetensors,
+)
 from .entropy import CONTEXT_EDGES, EntropyTables, build_tables
 from .model import ImageCodec, build_codec
 
@@ -166,29 +171,16 @@ def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
         )
 
 
+CODEC_FOLDER = FolderFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    "aelab codec",
+    "'aelab fit --task compress'",
+    "train it again",
+    CONFIG,
+    WEIGHTS,
+)
+
+
 def _read_config(folder: Path) -> dict:
-    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
-        raise ModelFormatError(
-            f"{str(folder)!r} is not an aelab codec: a codec is a folder holding "
-            f"{CONFIG} and {WEIGHTS}, as written by 'aelab fit --task compress'"
-        )
-    try:
-        config = json.loads((folder / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFormatError(
-            f"cannot read {str(folder / CONFIG)!r}: {err}; the codec is damaged"
-        ) from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFormatError(
-            f"{str(folder)!r} is not an aelab codec (its {CONFIG} lacks "
-            f"'format': '{FORMAT}'); pass a folder written by 'aelab fit --task "
-            "compress'"
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"codec {str(folder)!r} has format version {version!r}, written by aelab "
-            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
-            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
-        )
-    return config
+    return read_folder_config(folder, CODEC_FOLDER)

@@ -22,7 +22,13 @@ from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import atomic_path, check_output_path, write_safetensors
+from ..io_utils import (
+    FolderFormat,
+    atomic_path,
+    check_output_path,
+    read_folder_config,
+    write_safetensors,
+)
 from ..serialization import load_model, save_model
 
 FORMAT = "aelab-detector"
@@ -79,33 +85,23 @@ def save_detector(detector: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+DETECTOR_FOLDER = FolderFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    "aelab detector",
+    "'aelab detect fit' or AnomalyDetector.save()",
+    "fit it again",
+    CONFIG,
+    TENSORS,
+)
+
+
 def load_detector(path: str | os.PathLike[str], device: str = "auto") -> Any:
     """Rebuild a fitted detector from its folder."""
     from .detector import AnomalyDetector
 
     path = Path(path)
-    if not (path / CONFIG).is_file():
-        raise ModelFormatError(
-            f"{str(path)!r} is not an aelab detector: a detector is a folder holding "
-            f"{CONFIG}, as written by 'aelab detect fit' or AnomalyDetector.save()"
-        )
-    try:
-        config = json.loads((path / CONFIG).read_text())
-        version = config["format_version"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelFormatError(
-            f"cannot read {str(path / CONFIG)!r}: {err!r}; fit the detector again"
-        ) from err
-    if config.get("format") != FORMAT or not isinstance(version, int):
-        raise ModelFormatError(
-            f"{str(path / CONFIG)!r} is not an aelab detector config"
-        )
-    if version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"detector {str(path)!r} has format version {version}, written by aelab "
-            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
-            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
-        )
+    config = read_folder_config(path, DETECTOR_FOLDER)
     try:
         tensors = load_file(str(path / TENSORS), device="cpu")
     except (SafetensorError, OSError) as err:

@@ -21,7 +21,14 @@ from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
-from ..io_utils import atomic_path, check_output_path, config_problem, write_safetensors
+from ..io_utils import (
+    FolderFormat,
+    atomic_path,
+    check_output_path,
+    config_problem,
+    read_folder_config,
+    write_safetensors,
+)
 from .models import build_network
 
 FORMAT = "aelab-restore-model"
@@ -125,37 +132,23 @@ def load_restorer(
     return network.eval(), config
 
 
+RESTORE_FOLDER = FolderFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    "restoration model",
+    "'aelab fit --task denoise|colorize'",
+    "train it again",
+    CONFIG,
+    WEIGHTS,
+)
+
+
 def _read_config(path: Path, bundled: bool) -> dict[str, Any]:
-    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
-        hint = (
-            "the aelab installation lacks its bundled weights; reinstall aelab or "
-            "pass --model"
-            if bundled
-            else "a model is a folder holding config.json and model.safetensors, "
-            "as written by 'aelab fit --task denoise|colorize'"
-        )
-        raise ModelFormatError(f"{str(path)!r} is not a restoration model: {hint}")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFormatError(
-            f"cannot read {str(path / CONFIG)!r}: {err}; the model is damaged, train "
-            "it again"
-        ) from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFormatError(
-            f"{str(path / CONFIG)!r} is not a restoration model config (missing "
-            f"'format': '{FORMAT}'); autoencoders from 'aelab fit' without --task "
-            "cannot denoise or colorize"
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"model {str(path)!r} has format version {version!r}, written by aelab "
-            f"{config.get('aelab_version')}; this aelab {__version__} reads versions "
-            f"up to {FORMAT_VERSION}. Upgrade aelab (pip install -U aelab)"
-        )
-    return config
+    hint = None
+    if bundled:
+        hint = "the aelab installation lacks its bundled weights; reinstall aelab or "
+        hint += "pass --model"
+    return read_folder_config(path, RESTORE_FOLDER, hint)
 
 
 def _check_weights(
