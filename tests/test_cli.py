@@ -365,3 +365,13 @@ def test_demo_refuses_folder_with_user_files(capsys, tmp_path):
     assert code == 1
     assert "folder with other files" in err
     assert (tmp_path / "index.html").read_text() == "mine"
+
+
+def test_image_task_options_are_refused_for_plain_fit(capsys, tmp_path):
+    for option in (["--steps", "0"], ["--max-minutes", "1"]):
+        code, _, err = run(
+            capsys, "fit", breast_cancer_csv(), "-o", tmp_path / "m", *SMALL, *option
+        )
+        assert code == 1
+        assert f"{option[0]} is for --task compress, denoise and colorize" in err
+    assert not (tmp_path / "m").exists()

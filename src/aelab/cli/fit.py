@@ -271,6 +271,16 @@ def _add_run_options(group: argparse._ArgumentGroup) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.init and args.task != "compress":
         raise InvalidParameterError("--init works only with --task compress")
+    if args.task == "reconstruct":
+        for flag, value in (
+            ("--steps", args.steps),
+            ("--max-minutes", args.max_minutes),
+        ):
+            if value is not None:
+                raise InvalidParameterError(
+                    f"{flag} is for --task compress, denoise and colorize; a plain "
+                    "autoencoder trains for --epochs"
+                )
     if args.task != "reconstruct":
         for flag, used in (
             ("--compile", args.compile),
