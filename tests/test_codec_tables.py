@@ -54,7 +54,7 @@ def test_round_trip_stays_within_tolerance(model, cancer):
     assert result.rms_error == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-6)
 
 
-def test_the_code_makes_the_file_smaller(model, cancer):
+def test_prediction_shrinks_table_file(model, cancer):
     # The same residual coder with no prediction (every row predicted as the
     # column means) must need more bytes than with the autoencoder's prediction.
     _, test = cancer
@@ -109,7 +109,7 @@ def test_damaged_and_foreign_files_raise(model, cancer, tmp_path):
     )
     with pytest.raises(InvalidDataError, match="pass that model's folder"):
         decompress_table(load_table_model(tmp_path / "other"), data)
-    with pytest.raises(InvalidDataError, match="holds a table, not an image"):
+    with pytest.raises(InvalidDataError, match="contains a table, not an image"):
         decompress_image(load_codec(GOLDEN_CODEC), data)
 
 
@@ -118,41 +118,21 @@ def test_cli_round_trip(model, cancer, tmp_path, capsys):
     test.to_csv(tmp_path / "t.csv", index=False)
     model_dir = tmp_path / "cancer"
     model.estimator.save(model_dir)
-    assert (
-        main(
-            [
-                "compress",
-                str(tmp_path / "t.csv"),
-                "-o",
-                str(tmp_path / "t.aelc"),
-                "--model",
-                str(model_dir),
-                "--tolerance",
-                "0.02",
-            ]
-        )  # fmt: skip
-        == 0
-    )
+    packed = str(tmp_path / "t.aelc")
+    code = main(["compress", str(tmp_path / "t.csv"), "-o", packed,
+                 "--model", str(model_dir), "--tolerance", "0.02"])  # fmt: skip
+    assert code == 0
     assert "largest error" in capsys.readouterr().out
+
     out = tmp_path / "back.parquet"
-    assert (
-        main(
-            [
-                "decompress",
-                str(tmp_path / "t.aelc"),
-                "-o",
-                str(out),
-                "--model",
-                str(model_dir),
-            ]
-        )  # fmt: skip
-        == 0
-    )
+    code = main(["decompress", packed, "-o", str(out), "--model", str(model_dir)])
+    assert code == 0
     back = pd.read_parquet(out)
     assert np.all(
         np.abs(back.to_numpy() - test.to_numpy()) <= 0.02 * scales(model) + 1e-4
     )
-    code = main(["decompress", str(tmp_path / "t.aelc"), "-o", str(tmp_path / "x.csv")])
+
+    code = main(["decompress", packed, "-o", str(tmp_path / "x.csv")])
     assert code == 1
     assert "tables need --model" in capsys.readouterr().err
 
@@ -231,4 +211,5 @@ def test_image_and_table_options_do_not_mix(model, cancer, tmp_path, capsys):
                  str(tmp_path / "g.aelc"), "--tolerance", "0.1"])  # fmt: skip
     assert code == 1
     assert "--tolerance is for tables" in capsys.readouterr().err
-    assert not (tmp_path / "t.aelc").exists() and not (tmp_path / "g.aelc").exists()
+    assert not (tmp_path / "t.aelc").exists()
+    assert not (tmp_path / "g.aelc").exists()

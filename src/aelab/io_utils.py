@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .errors import InvalidParameterError
 
 
@@ -68,6 +70,24 @@ def config_problem(err: Exception) -> str:
     if isinstance(err, KeyError) and err.args:
         return f"lacks the field {err.args[0]!r}"
     return f"has a field of the wrong type or value ({err})"
+
+
+def read_safetensors(path: Path, redo: str) -> dict:
+    """Read a safetensors file onto the CPU; raise ModelFormatError if it fails.
+
+    ``redo`` ends the message with the action that replaces the damaged file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .errors import ModelFormatError
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise ModelFormatError(
+            f"cannot read weights {str(path)!r}: {err}; the file is damaged, {redo}"
+        ) from err
 
 
 def write_safetensors(
@@ -151,3 +171,38 @@ def read_folder_config(
             f"up to {folder.version}. Upgrade aelab (pip install -U aelab)"
         )
     return config
+
+
+def check_weights(
+    module: torch.nn.Module, weights: dict, weights_path: Path, redo: str
+) -> None:
+    """Raise ModelFormatError unless ``weights`` fit ``module``'s state_dict.
+
+    The message lists up to three missing, unexpected and wrongly shaped tensors
+    and ends with ``redo``, the action that makes the folder whole again.
+    """
+    from .errors import ModelFormatError
+
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if not (missing or unexpected or wrong):
+        return
+    details = "; ".join(
+        f"{label}: {', '.join(items[:3])}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch (file vs config)", wrong),
+        )
+        if items
+    )
+    raise ModelFormatError(
+        f"the weights in {str(weights_path)!r} do not match its config ({details}); "
+        f"the folder mixes files from different models, {redo}"
+    )

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from ._version import __version__
 from .data import preprocessor_from_config
@@ -26,8 +24,10 @@ from .io_utils import (
     FolderFormat,
     atomic_path,
     check_output_path,
+    check_weights,
     config_problem,
     read_folder_config,
+    read_safetensors,
     write_safetensors,
 )
 from .models import build_model
@@ -149,13 +149,7 @@ def load_model(path: Path, device: str = "auto") -> Any:
             "train the model again"
         ) from err
 
-    try:
-        weights = load_file(str(path / WEIGHTS), device="cpu")
-    except (SafetensorError, OSError) as err:
-        raise ModelFormatError(
-            f"cannot read weights {str(path / WEIGHTS)!r}: {err}; the file is "
-            "damaged, save or train the model again"
-        ) from err
+    weights = read_safetensors(path / WEIGHTS, "save or train the model again")
     _load_weights(model, weights, path)
 
     estimator.device_ = estimator._resolve_device()
@@ -185,27 +179,5 @@ def _restore_training_state(estimator: Any, training: dict[str, Any]) -> None:
 
 
 def _load_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{label}: {items[:3]}"
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatch (file vs config)", wrong),
-            )
-            if items
-        )
-        raise ModelFormatError(
-            f"the weights in {str(path / WEIGHTS)!r} do not match its config "
-            f"({details}); the folder mixes files from different models, train or "
-            "save it again"
-        )
+    check_weights(model, weights, path / WEIGHTS, "train or save it again")
     model.load_state_dict(weights)

@@ -171,20 +171,22 @@ class CompressedImage:
 def open_file(
     data: bytes, name: str, kind: int, model_id: str, model_hash: bytes
 ) -> CompressedImage:
-    """Parse ``data`` and check that it holds ``kind`` written by this model.
+    """Parse ``data`` and check that it contains ``kind`` written by this model.
 
     Raises:
         CorruptFileError: The bytes are truncated, altered, or not an aelab file.
-        InvalidDataError: The file holds the other kind, or another model wrote it.
+        InvalidDataError: The file contains the other kind, or another model wrote
+            it.
     """
     file = CompressedImage.from_bytes(data, name)
     if file.kind != kind:
-        held, wanted = (
-            ("a table", "an image") if kind == KIND_IMAGE else ("an image", "a table")
-        )
+        if kind == KIND_IMAGE:
+            found, expected = "a table", "an image"
+        else:
+            found, expected = "an image", "a table"
         raise InvalidDataError(
-            f"{name} holds {held}, not {wanted}; decompress it with --model set to "
-            "the model that compressed it"
+            f"{name} contains {found}, not {expected}; decompress it with --model set "
+            "to the model that compressed it"
         )
     if file.model_hash != model_hash:
         raise InvalidDataError(

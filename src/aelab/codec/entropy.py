@@ -217,12 +217,12 @@ def build_tables(
 ) -> EntropyTables:
     """Evaluate ``prior`` on the integers and quantise it to frequency tables.
 
-    With ``latents``, pairs of a quality (0-based) and a rounded training latent
-    (an int array of shape (C, H, W)), the tables get context classes: each
-    class's table is the histogram of the training values in that class, mixed
-    with the prior's table at a weight of PRIOR_COUNT samples. The pairs are read
-    one at a time, so they can come from a generator. ``edges`` are the class
-    edges in quarters (see CONTEXT_EDGES).
+    ``latents`` are pairs of a quality (0-based) and a rounded training latent,
+    an int array of shape (C, H, W). With them, the tables get context classes.
+    Each class's table is the histogram of the training values in that class,
+    mixed with the prior's table at a weight of PRIOR_COUNT samples. The pairs
+    are read one at a time, so they can come from a generator. ``edges`` are the
+    class edges in quarters (see CONTEXT_EDGES).
     """
     tables = _prior_tables(prior)
     if latents is None:
@@ -270,6 +270,8 @@ def _context_tables(
         prior.offsets, prior.lengths, np.zeros((1, classes, 1), np.int32),
         prior.frequencies, context,
     )  # fmt: skip
+
+    # Count every training value by (quality, channel, class, table index).
     widths = prior.lengths.astype(np.int64) + 1
     counts = [
         [np.zeros(classes * int(widths[q, c]), np.int64) for c in range(channels)]
@@ -285,6 +287,8 @@ def _context_tables(
                 minlength=classes * int(widths[quality, channel]),
             )
             state.push(latent[channel])
+
+    # Mix each class's histogram with the prior and quantise it to a table.
     starts = np.zeros((qualities, classes, channels), dtype=np.int32)
     pieces, position = [], 0
     for quality in range(qualities):
@@ -297,6 +301,7 @@ def _context_tables(
                 starts[quality, k, channel] = position
                 pieces.append(freq)
                 position += len(freq)
+
     frequencies = np.concatenate(pieces)
     tables = EntropyTables(prior.offsets, prior.lengths, starts, frequencies, context)
     tables.check()

@@ -27,6 +27,7 @@ from ..errors import InvalidParameterError, ModelFormatError
 from ..io_utils import (
     FolderFormat,
     check_output_path,
+    check_weights,
     read_folder_config,
     write_safetensors,
 )
@@ -147,28 +148,16 @@ def load_codec(path: str | Path | None = None) -> LoadedCodec:
         model = build_codec(config["architecture"])
         tables = EntropyTables.from_tensors(tensors)
         state = {k: v for k, v in tensors.items() if not k.startswith("tables.")}
-        _check_shapes(model, state)
+        check_weights(model, state, folder / WEIGHTS, "train it again")
         model.load_state_dict(state)
+    except ModelFormatError:
+        raise
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFormatError(
             f"cannot load the codec {str(folder)!r}: {e}; the model is damaged or "
             "was written by another aelab, train it again"
         ) from e
     return LoadedCodec(model.eval(), tables, config, folder)
-
-
-def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) + [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if wrong:
-        raise ValueError(
-            f"weights do not match the architecture in config.json ({len(wrong)} "
-            f"tensors differ, such as {wrong[0]})"
-        )
 
 
 CODEC_FOLDER = FolderFormat(

@@ -7,7 +7,7 @@ A table of N rows goes into an ``.aelc`` file (kind 2, see ``container.py``) as
 2. for every model column, the residual between the preprocessed value and the
    decoder's output for the rounded code, rounded with a step of
    ``2 * tolerance``; or, where that costs fewer bits, the value itself rounded
-   with that step (the column's flag says which).
+   with that step. A flag per column records which.
 
 The decoder repeats step 1's decoding and adds the residual back, so every
 preprocessed value comes back within ``tolerance`` of the original: for a column
@@ -135,10 +135,10 @@ def compress_table(
         )
     estimator = model.estimator
     pre = estimator.preprocessor_
-    given = estimator._read(data)
-    frame = given.data
+    table = estimator._read(data)
+    frame = table.data
     _check_complete(frame, pre)
-    x = estimator._model_input(estimator._to_matrix(given))
+    x = estimator._model_input(estimator._to_matrix(table))
     codes = estimator._batches(x, estimator.model_.encode).astype(np.float64)
 
     predict = functools.partial(_predict, estimator)
@@ -320,9 +320,9 @@ def _check_complete(frame: pd.DataFrame, pre: Any) -> None:
         unseen = ~labels.isin(column.categories)
         if unseen.any():
             value = labels[unseen].iloc[0]
-            what = "an empty value" if value == "" else f"the category {value!r}"
+            found = "an empty value" if value == "" else f"the category {value!r}"
             raise InvalidDataError(
-                f"column {column.name!r} has {what}, which the "
+                f"column {column.name!r} has {found}, which the "
                 "model never saw in training, so it cannot come back; train the "
                 "model on data with this category, or drop those rows"
             )

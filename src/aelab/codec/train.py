@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..cli.common import say, verify_image
-from ..data.images import is_image_path, list_images
+from ..data.images import list_training_images
 from ..errors import InvalidDataError, InvalidParameterError
 from ..io_utils import atomic_path
 from .model import DEFAULT_LAMBDAS, BlockCodec, ImageCodec
@@ -91,22 +91,6 @@ class CropSampler:
         luma = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)
         x[gray] = luma[gray][:, None].expand(-1, 3, -1, -1)
         return x
-
-
-def training_paths(data: str) -> list[Path]:
-    path = Path(data)
-    if path.is_dir():
-        paths = list_images(path)
-    elif path.is_file() and is_image_path(path):
-        paths = [path]
-    else:
-        raise InvalidDataError(
-            f"{data!r} is not an image file or a folder of images; --task compress "
-            "trains on photographs"
-        )
-    if not paths:
-        raise InvalidDataError(f"the folder {data!r} contains no images")
-    return paths
 
 
 def train_codec(
@@ -265,7 +249,7 @@ def fit_task(args: argparse.Namespace) -> int:
             f"entropy tables) and --crop-size >= 32 (got {steps} and "
             f"{args.crop_size})"
         )
-    paths = training_paths(args.data)
+    paths = list_training_images(args.data)
     for path in paths:  # name a broken photo before minutes of training
         verify_image(path)
     start = store.load_codec(args.init) if args.init else None

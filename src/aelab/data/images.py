@@ -387,3 +387,25 @@ def _output_name(record: ImageRecord, default_ext: str) -> str:
     if lossy and (record.bit_depth == 16 or record.channels in (2, 4)):
         path = path.with_suffix(".png")
     return path.name
+
+
+def list_training_images(data: str | Path) -> list[Path]:
+    """Return the image files of a training folder, or the one image file given.
+
+    Raises:
+        InvalidDataError: ``data`` is neither an image file nor a folder that
+            contains images.
+    """
+    path = Path(data)
+    if path.is_dir():
+        paths = list_images(path)
+    elif path.is_file() and is_image_path(path):
+        paths = [path]
+    else:
+        raise InvalidDataError(
+            f"training images not found at {str(path)!r}; pass an image file or a "
+            "folder of images"
+        )
+    if not paths:
+        raise InvalidDataError(f"the folder {str(path)!r} contains no images")
+    return paths

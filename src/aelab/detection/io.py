@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
@@ -27,6 +25,7 @@ from ..io_utils import (
     atomic_path,
     check_output_path,
     read_folder_config,
+    read_safetensors,
     write_safetensors,
 )
 from ..serialization import load_model, save_model
@@ -102,12 +101,7 @@ def load_detector(path: str | os.PathLike[str], device: str = "auto") -> Any:
 
     path = Path(path)
     config = read_folder_config(path, DETECTOR_FOLDER)
-    try:
-        tensors = load_file(str(path / TENSORS), device="cpu")
-    except (SafetensorError, OSError) as err:
-        raise ModelFormatError(
-            f"cannot read {str(path / TENSORS)!r}: {err}; fit the detector again"
-        ) from err
+    tensors = read_safetensors(path / TENSORS, "fit the detector again")
 
     try:
         params = dict(config["params"]) | {"device": device}

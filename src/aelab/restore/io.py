@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from .._version import __version__
 from ..errors import InvalidParameterError, ModelFormatError
@@ -25,8 +23,10 @@ from ..io_utils import (
     FolderFormat,
     atomic_path,
     check_output_path,
+    check_weights,
     config_problem,
     read_folder_config,
+    read_safetensors,
     write_safetensors,
 )
 from .models import build_network
@@ -120,14 +120,8 @@ def load_restorer(
             f"model config {str(path / CONFIG)!r} {config_problem(err)}; train the "
             "model again"
         ) from err
-    try:
-        weights = load_file(str(path / WEIGHTS), device="cpu")
-    except (SafetensorError, OSError) as err:
-        raise ModelFormatError(
-            f"cannot read weights {str(path / WEIGHTS)!r}: {err}; the file is "
-            "damaged, train the model again"
-        ) from err
-    _check_weights(network, weights, path)
+    weights = read_safetensors(path / WEIGHTS, "train the model again")
+    check_weights(network, weights, path / WEIGHTS, "train the model again")
     network.load_state_dict(weights)
     return network.eval(), config
 
@@ -149,30 +143,3 @@ def _read_config(path: Path, bundled: bool) -> dict[str, Any]:
         hint = "the aelab installation lacks its bundled weights; reinstall aelab or "
         hint += "pass --model"
     return read_folder_config(path, RESTORE_FOLDER, hint)
-
-
-def _check_weights(
-    network: torch.nn.Module, weights: dict[str, Any], path: Path
-) -> None:
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{label}: {', '.join(items[:3])}"
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatch", wrong),
-            )
-            if items
-        )
-        raise ModelFormatError(
-            f"weights in {str(path / WEIGHTS)!r} do not match its config.json "
-            f"({details}); train the model again"
-        )

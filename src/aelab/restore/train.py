@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..cli.common import say
-from ..data.images import convert_channels, is_image_path, list_images, read_image
+from ..data.images import convert_channels, list_training_images, read_image
 from ..errors import InvalidDataError, InvalidParameterError
 from .color import rgb_to_ycbcr
 from .io import check_restorer_path, save_restorer
@@ -143,15 +143,7 @@ def load_training_photos(
     Raises:
         InvalidDataError: ``data`` is missing, or no copy is as large as a crop.
     """
-    if data.is_dir():
-        paths = list_images(data)
-    elif data.is_file() and is_image_path(data):
-        paths = [data]
-    else:
-        raise InvalidDataError(
-            f"training images not found at {str(data)!r}; pass an image file or a "
-            "folder of images"
-        )
+    paths = list_training_images(data)
     photos = []
     for path in paths:
         pixels = convert_channels(read_image(path).pixels, 3)

@@ -139,10 +139,9 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.network = DistributedDataParallel(model, device_ids=ids)
             self.progress = progress and self.dist.is_main
-        # A plain function, not a bound method kept on self: that would make a
-        # reference cycle, so the trainer and its DistributedDataParallel
-        # wrapper would outlive fit() until a garbage collection, which could
-        # come after the process group is gone and abort the process.
+        # A bound method kept on self would be a reference cycle. The trainer and
+        # its DistributedDataParallel wrapper would then outlive fit() until a
+        # garbage collection, and one after the process group is gone aborts.
         self.forward_loss: Callable[..., dict[str, Tensor]] = _forward_loss
         if compile:
             # The forward pass and the loss compile into one graph. That trained
