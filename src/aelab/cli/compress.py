@@ -329,7 +329,12 @@ def _decompress_tables(args: argparse.Namespace, sources: list[Path]) -> int:
         )
     _check_files(sources, KIND_TABLE, model.model_id, model.model_hash)
     targets = _targets(sources, output, suffix, args.overwrite)
-    for source, target in zip(sources, targets, strict=True):
+    for source, target in tqdm(
+        list(zip(sources, targets, strict=True)),
+        disable=not args.progress,
+        unit="table",
+        desc="decompressing",
+    ):
         table = decompress_table(model, source.read_bytes(), repr(str(source)))
         if isinstance(table, np.ndarray):
             table = pd.DataFrame(
